@@ -1,0 +1,132 @@
+"""Run the stages for every model in a spec and write the repository and manifest atomically."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import platform
+import shutil
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from builders import layout
+from builders.pipeline import ModelBuild, build_model
+from builders.repository import recover, staging_dir, swap_in, write_target
+from builders.spec import BuildSpec
+from builders.stages import BuildContext
+
+
+class BuildError(RuntimeError):
+    """A stage failed; the message says which and why. The previous repository is untouched."""
+
+
+@dataclass
+class BuildResult:
+    spec: BuildSpec
+    models: list[ModelBuild]
+    manifest: dict
+    records: list = field(default_factory=list)
+    plan_status: dict = field(default_factory=dict)   # model -> message about TensorRT plans
+
+
+def tool_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("torch", "torchvision", "onnx", "onnxruntime", "onnxconverter-common",
+                 "nvidia-dali-cuda130", "tritonclient", "nvidia-pytriton", "tensorrt"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _plans_for(build: ModelBuild, ctx: BuildContext) -> tuple[dict, str, dict]:
+    """TensorRT plans for the gpu target, or why there are none. Returns (plans, status, info)."""
+    try:
+        from builders import engine
+    except ImportError as err:  # the engine module itself failed to import
+        return {}, f"engine stage unavailable: {err}", {}
+    ok, reason = engine.tensorrt_available()
+    if not ok:
+        return {}, (f"TensorRT plans not built: {reason}. Plans need TensorRT on a GPU: "
+                    "run `docker compose up` on a GPU host (docs/gpu.md)."), {}
+    plans, info = engine.build_plans(build, ctx)
+    return plans, f"built {len(plans)} plan(s) with TensorRT", info
+
+
+def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict) -> dict:
+    spec = b.spec
+    pre = b.preprocessing
+    return {
+        "labels": b.labels,
+        "num_classes": len(b.labels),
+        "source": spec.source.model_dump(mode="json"),
+        "checkpoint": str(b.checkpoint) if b.checkpoint else None,
+        "input": spec.input.model_dump(mode="json"),
+        "max_batch_size": spec.triton.max_batch_size,
+        "ragged_input": spec.triton.ragged_input,
+        "data": {k: (str(v) if v else None) for k, v in dataclasses.asdict(b.data).items()},
+        "train_seconds": b.train_seconds,
+        "export": dataclasses.asdict(b.export_parity) if b.export_parity else None,
+        "preprocessing": {
+            "max_abs_diff": pre.max_abs_diff, "mean_abs_diff": pre.mean_abs_diff,
+            "tolerance": pre.tolerance, "within_tolerance": pre.max_abs_diff <= pre.tolerance,
+            "images": pre.images, "reference": "PIL bilinear resize + numpy normalize",
+        },
+        "precisions": {
+            p: {**dataclasses.asdict(b.evaluations[p]), "build_seconds": v.seconds, "notes": v.notes}
+            for p, v in b.variants.items()
+        },
+        "tensorrt": {"status": plan_status, **plan_info},
+        "models": {
+            "preprocess": layout.preprocess_model(spec.name),
+            **{p: {"ensemble": layout.ensemble_model(spec.name, p), "engine": layout.engine_model(spec.name, p)}
+               for p in b.variants},
+        },
+    }
+
+
+def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = False) -> BuildResult:
+    from builders.report import progress_factory
+
+    output = Path(spec.output).resolve()
+    recover(output)
+    ctx = BuildContext(Path(cache_dir).resolve(), force)
+    staging = staging_dir(output)
+    try:
+        with progress_factory(quiet) as progress:
+            ctx.progress = progress
+            builds = [build_model(m, ctx) for m in spec.models]
+        artifacts: dict[str, dict] = {}
+        models_manifest, plan_status = {}, {}
+        staging.mkdir(parents=True)
+        for b in builds:
+            plans, status, info = _plans_for(b, ctx) if "gpu" in spec.targets else ({}, "gpu target not built", {})
+            plan_status[b.spec.name] = status
+            for target in spec.targets:
+                artifacts.update(write_target(staging, target, b, plans))
+            if b.checkpoint:
+                # The PyTorch weights travel with the repository so clients can verify against them.
+                dst = staging / "source" / f"{b.spec.name}.pt"
+                dst.parent.mkdir(exist_ok=True)
+                shutil.copyfile(b.checkpoint, dst)
+            models_manifest[b.spec.name] = _model_manifest(b, status, info)
+            if b.checkpoint:
+                models_manifest[b.spec.name]["checkpoint"] = f"source/{b.spec.name}.pt"
+        manifest = {
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "targets": list(spec.targets),
+            "tools": tool_versions(),
+            "models": models_manifest,
+            "artifacts": artifacts,
+            "stages": [dataclasses.asdict(r) for r in ctx.records],
+        }
+        (staging / layout.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        swap_in(staging, output)
+    except (Exception, KeyboardInterrupt) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        raise BuildError(f"{type(err).__name__}: {err}") from err
+    return BuildResult(spec, builds, manifest, ctx.records, plan_status)

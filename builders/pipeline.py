@@ -1,0 +1,275 @@
+"""The build stages for one model entry of the spec, in order:
+
+    data -> model -> export -> variant (fp16, int8) -> evaluate (per variant) -> preprocess [-> engine]
+
+Each is a `Stage` with a typed output; `build_model` chains them and returns what the repository
+writer and the manifest need.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from builders import layout
+from builders.datasets import DEMO_LABELS, load_image_folder, write_demo_dataset
+from builders.spec import Calibration, Input, ModelSpec, Source, Triton
+from builders.stages import BuildContext, Stage
+
+ProgressFactory = Callable[[str], Callable[[int, int], None]]  # description -> update(done, total)
+
+
+# --- outputs -----------------------------------------------------------------------------------
+
+@dataclass
+class DataSplits:
+    train: Path | None
+    val: Path
+    calibration: Path | None
+
+
+@dataclass
+class TrainedModel:
+    checkpoint: Path
+    arch: str
+    labels: list
+    seconds: float
+
+
+@dataclass
+class OnnxModel:
+    path: Path
+    precision: str
+    seconds: float
+    notes: str = ""
+
+
+@dataclass
+class Evaluation:
+    precision: str
+    runnable: bool
+    reason: str = ""
+    accuracy: float | None = None
+    top1_agreement_fp32: float | None = None
+    max_abs_diff_fp32: float | None = None
+    reference: str = "fp32"
+    reference_accuracy: float | None = None
+
+
+@dataclass
+class Preprocessing:
+    cpu: Path
+    gpu: Path
+    val_tensors: Path              # the CPU pipeline's output on the val images (.npy)
+    max_abs_diff: float            # vs the PIL/numpy reference
+    mean_abs_diff: float
+    tolerance: float
+    images: int
+
+
+# --- stage functions ---------------------------------------------------------------------------
+
+def _demo_data(workdir: Path, seed: int) -> DataSplits:
+    paths = write_demo_dataset(workdir, seed=seed)
+    return DataSplits(paths["train"], paths["val"], paths["calibration"])
+
+
+def _train(workdir: Path, train: Path, inp: Input, source: Source, progress: ProgressFactory) -> TrainedModel:
+    import torch
+
+    from builders.models import train_demo
+
+    images = load_image_folder(train)
+    start = time.perf_counter()
+    bar = progress(f"training {source.arch}")
+    model = train_demo(images, inp, source.arch, source.train_epochs, source.seed, progress=bar)
+    ckpt = workdir / "model.pt"
+    torch.save(model.state_dict(), ckpt)
+    return TrainedModel(ckpt, source.arch, list(images.classes), time.perf_counter() - start)
+
+
+def _export(workdir: Path, checkpoint: Path, arch: str, num_classes: int, crop: int, opset: int) -> OnnxModel:
+    from builders.export import export_onnx
+    from builders.models import load_checkpoint
+
+    start = time.perf_counter()
+    path = export_onnx(load_checkpoint(arch, checkpoint, num_classes), crop, workdir / "model.onnx", opset)
+    return OnnxModel(path, "fp32", time.perf_counter() - start)
+
+
+def _fp16(workdir: Path, fp32: Path) -> OnnxModel:
+    from builders.precision import to_fp16
+
+    start = time.perf_counter()
+    return OnnxModel(to_fp16(fp32, workdir / "model.onnx"), "fp16", time.perf_counter() - start)
+
+
+def _int8(workdir: Path, fp32: Path, calibration: Path, inp: Input, calib: Calibration,
+          calib_cache: str, progress: ProgressFactory) -> OnnxModel:
+    from builders.precision import to_int8
+
+    x = _preprocessed(calibration, inp, calib.max_images)
+    start = time.perf_counter()
+    path, cache, reused = to_int8(fp32, workdir / "model.onnx", x, calib, Path(calib_cache),
+                                  progress(f"calibrating int8 ({calib.method}, {len(x)} images)"))
+    note = f"{calib.method} calibration on {len(x)} images; cache {cache.name} ({'reused' if reused else 'new'})"
+    return OnnxModel(path, "int8", time.perf_counter() - start, note)
+
+
+def _preprocessed(folder: Path, inp: Input, limit: int | None = None) -> np.ndarray:
+    from builders.preprocess import reference_preprocess
+
+    images = load_image_folder(folder)
+    return np.stack([reference_preprocess(p.read_bytes(), inp) for p in images.files[:limit]])
+
+
+def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progress: ProgressFactory) -> Preprocessing:
+    from builders.preprocess import CpuPreprocessor, pad_batch, parity_tolerance, reference_preprocess, serialize
+
+    mbs = triton.max_batch_size
+    cpu = serialize(inp, "cpu", mbs, workdir / "cpu" / "model.dali", num_threads=triton.dali_num_threads)
+    gpu = serialize(inp, "gpu", mbs, workdir / "gpu" / "model.dali", num_threads=triton.dali_num_threads,
+                    hw_decoder_load=triton.hw_decoder_load)
+    images = load_image_folder(val)
+    encoded = images.encoded()
+    pre = CpuPreprocessor(cpu, num_threads=triton.dali_num_threads)
+    bar = progress("DALI CPU parity")
+    outs = []
+    for i in range(0, len(encoded), mbs):
+        # Padded like a client's batch: parity then covers the padded-input convention too.
+        outs.append(pre(list(pad_batch(encoded[i: i + mbs]))))
+        bar(min(i + mbs, len(encoded)), len(encoded))
+    dali = np.concatenate(outs)
+    ref = np.stack([reference_preprocess(e, inp) for e in encoded])
+    diff = np.abs(dali - ref)
+    np.save(workdir / "val_tensors.npy", dali)
+    return Preprocessing(cpu, gpu, workdir / "val_tensors.npy", float(diff.max()), float(diff.mean()),
+                         parity_tolerance(inp), len(encoded))
+
+
+def _evaluate(workdir: Path, model: Path, precision: str, fp32: Path, val_tensors: Path, val: Path,
+              threads: int) -> Evaluation:
+    from runners.compare import accuracy, compare_logits, run_batches
+    from runners.onnxruntime_runner import OnnxRuntimeRunner
+
+    x = np.load(val_tensors)
+    targets = load_image_folder(val).targets
+    with OnnxRuntimeRunner(fp32, threads) as ref:
+        ref_logits = run_batches(ref, layout.ENGINE_INPUT, x, layout.ENGINE_OUTPUT)
+    try:
+        with OnnxRuntimeRunner(model, threads) as runner:
+            logits = run_batches(runner, layout.ENGINE_INPUT, x, layout.ENGINE_OUTPUT)
+    except Exception as err:  # ONNX Runtime lacks a CPU kernel for this precision
+        reason = f"ONNX Runtime on CPU cannot run the {precision} variant: {str(err).splitlines()[0][:300]}"
+        return Evaluation(precision, False, reason, reference_accuracy=accuracy(ref_logits, targets))
+    cmp = compare_logits(ref_logits, logits, "fp32", precision)
+    return Evaluation(precision, True, "", accuracy(logits, targets), cmp.top1_agreement, cmp.max_abs_diff,
+                      reference_accuracy=accuracy(ref_logits, targets))
+
+
+DATA = Stage("demo-data", DataSplits, _demo_data)
+TRAIN = Stage("train", TrainedModel, _train)
+EXPORT = Stage("export", OnnxModel, _export)
+FP16 = Stage("fp16", OnnxModel, _fp16)
+INT8 = Stage("int8", OnnxModel, _int8)
+PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing)
+EVALUATE = Stage("evaluate", Evaluation, _evaluate)
+
+
+# --- chaining ----------------------------------------------------------------------------------
+
+@dataclass
+class ExportParity:
+    """PyTorch vs ONNX Runtime on the validation images (after DALI preprocessing)."""
+
+    max_abs_diff: float
+    top1_agreement: float
+    pytorch_accuracy: float
+
+
+@dataclass
+class ModelBuild:
+    """Everything the repository writer needs for one spec entry."""
+
+    spec: ModelSpec
+    labels: list
+    data: DataSplits
+    checkpoint: Path | None
+    variants: dict = field(default_factory=dict)      # precision -> OnnxModel
+    evaluations: dict = field(default_factory=dict)   # precision -> Evaluation
+    preprocessing: Preprocessing | None = None
+    export_parity: ExportParity | None = None
+    train_seconds: float | None = None
+
+
+def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
+    src = spec.source
+    name = spec.name
+    if src.kind == "demo":
+        data = DATA(ctx, label=name, seed=src.seed)
+        data = DataSplits(data.train, spec.data.val or data.val, spec.data.calibration or data.calibration)
+    else:
+        data = DataSplits(spec.data.train, spec.data.val, spec.data.calibration)
+    val = load_image_folder(data.val)
+    labels = list(spec.labels or val.classes)
+
+    checkpoint, train_seconds = None, None
+    if src.kind == "demo":
+        trained = TRAIN(ctx, label=name, train=data.train, inp=spec.input, source=src)
+        checkpoint, train_seconds = trained.checkpoint, trained.seconds
+        labels = list(spec.labels or DEMO_LABELS)
+    elif src.kind == "torchvision":
+        checkpoint = src.checkpoint
+    if len(labels) != len(val.classes):
+        raise ValueError(f"{name}: {len(labels)} labels but the validation folder {data.val} has "
+                         f"{len(val.classes)} classes")
+
+    if checkpoint is not None:
+        fp32 = EXPORT(ctx, label=name, checkpoint=checkpoint, arch=src.arch, num_classes=len(labels),
+                      crop=spec.input.crop, opset=spec.opset)
+    else:
+        from builders.export import check_onnx_interface
+
+        crop, classes = check_onnx_interface(src.onnx)
+        if crop != spec.input.crop or classes != len(labels):
+            raise ValueError(f"{src.onnx}: input {crop}x{crop} and {classes} outputs do not match "
+                             f"input.crop = {spec.input.crop} and {len(labels)} labels")
+        fp32 = OnnxModel(src.onnx, "fp32", 0.0, "user-supplied ONNX")
+
+    out = ModelBuild(spec, labels, data, checkpoint, train_seconds=train_seconds)
+    out.variants["fp32"] = fp32
+    if "fp16" in spec.precisions:
+        out.variants["fp16"] = FP16(ctx, label=name, fp32=fp32.path)
+    if "int8" in spec.precisions:
+        out.variants["int8"] = INT8(ctx, label=name, fp32=fp32.path, calibration=data.calibration,
+                                    inp=spec.input, calib=spec.calibration,
+                                    # By location, not content: its files are keyed by content
+                                    # themselves, and hashing it would make each new entry a miss.
+                                    calib_cache=str(ctx.cache_dir / "calibration"))
+    out.preprocessing = PREPROCESS(ctx, label=name, inp=spec.input, triton=spec.triton, val=data.val)
+    for precision, variant in out.variants.items():
+        out.evaluations[precision] = EVALUATE(
+            ctx, label=f"{name}/{precision}", model=variant.path, precision=precision, fp32=fp32.path,
+            val_tensors=out.preprocessing.val_tensors, val=data.val,
+            threads=spec.triton.onnx_intra_op_threads)
+    if checkpoint is not None:
+        out.export_parity = _export_parity(spec, checkpoint, len(labels), fp32.path, out.preprocessing, data.val)
+    return out
+
+
+def _export_parity(spec: ModelSpec, checkpoint: Path, num_classes: int, onnx_path: Path,
+                   pre: Preprocessing, val: Path) -> ExportParity:
+    from builders.models import load_checkpoint
+    from runners.compare import accuracy, compare_runners
+    from runners.onnxruntime_runner import OnnxRuntimeRunner
+    from runners.torch_runner import TorchRunner
+
+    x = np.load(pre.val_tensors)
+    model = load_checkpoint(spec.source.arch, checkpoint, num_classes)
+    outputs, (cmp,) = compare_runners([TorchRunner(model), OnnxRuntimeRunner(onnx_path)],
+                                      layout.ENGINE_INPUT, x, layout.ENGINE_OUTPUT)
+    return ExportParity(cmp.max_abs_diff, cmp.top1_agreement,
+                        accuracy(outputs["pytorch"], load_image_folder(val).targets))

@@ -1,0 +1,81 @@
+"""Terminal output of the build: progress bars for the long stages and the final summary table."""
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from builders.build import BuildResult
+
+console = Console(stderr=False)
+
+
+@contextlib.contextmanager
+def progress_factory(quiet: bool = False) -> Iterator[Callable[[str], Callable[[int, int], None]]]:
+    """Yields `start(description) -> update(done, total)`: one bar per long-running step."""
+    if quiet:
+        yield lambda description: (lambda done, total: None)
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        def start(description: str) -> Callable[[int, int], None]:
+            task = progress.add_task(description, total=None)
+            return lambda done, total: progress.update(task, completed=done, total=total)
+
+        yield start
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _size(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def print_summary(result: "BuildResult", seconds: float) -> None:
+    m = result.manifest
+    table = Table(title=f"model repository: {result.spec.output}", title_justify="left")
+    for col in ("artifact", "precision", "accuracy", "agreement", "max |Δ| vs fp32", "size", "time"):
+        table.add_column(col, justify="left" if col in ("artifact", "precision") else "right")
+    artifacts = m["artifacts"]
+    for name, mm in m["models"].items():
+        for precision, ev in mm["precisions"].items():
+            for path, rec in artifacts.items():
+                if rec.get("model") != name or rec.get("precision") != precision:
+                    continue
+                if "missing" in rec:
+                    table.add_row(path, precision, "-", "-", "-", "not built", "-", style="yellow")
+                    continue
+                if not ev["runnable"]:
+                    table.add_row(path, precision, "n/a", "n/a", "n/a", _size(rec["bytes"]),
+                                  f"{ev['build_seconds']:.1f}s", style="yellow")
+                    continue
+                table.add_row(path, precision, _pct(ev["accuracy"]), _pct(ev["top1_agreement_fp32"]),
+                              f"{ev['max_abs_diff_fp32']:.3g}", _size(rec["bytes"]), f"{ev['build_seconds']:.1f}s")
+        for path, rec in artifacts.items():
+            if rec.get("model") == name and rec.get("kind") == "dali":
+                pre = mm["preprocessing"]
+                table.add_row(path, "-", "-", "-", f"{pre['max_abs_diff']:.3g} vs PIL", _size(rec["bytes"]), "-")
+    console.print(table)
+    for name, mm in m["models"].items():
+        exp = mm["export"]
+        if exp:
+            console.print(f"[bold]{name}[/bold]: PyTorch accuracy {_pct(exp['pytorch_accuracy'])}, "
+                          f"ONNX vs PyTorch max |Δ| {exp['max_abs_diff']:.2e}, top-1 agreement "
+                          f"{_pct(exp['top1_agreement'])}", highlight=False)
+        pre = mm["preprocessing"]
+        ok = "within" if pre["within_tolerance"] else "[red]OUTSIDE[/red]"
+        console.print(f"  DALI CPU vs PIL reference on {pre['images']} images: max |Δ| {pre['max_abs_diff']:.3g} "
+                      f"({ok} tolerance {pre['tolerance']:.3g}), mean {pre['mean_abs_diff']:.2g}", highlight=False)
+        for precision, ev in mm["precisions"].items():
+            if not ev["runnable"]:
+                console.print(f"  [yellow]{precision}[/yellow]: {ev['reason']}", highlight=False)
+        console.print(f"  TensorRT: {mm['tensorrt']['status']}", highlight=False)
+    cached = sum(r.cached for r in result.records)
+    console.print(f"{len(result.records)} stages ({cached} from cache) in {seconds:.1f}s; "
+                  f"manifest: {result.spec.output}/manifest.json", highlight=False)

@@ -1,0 +1,247 @@
+"""The declarative build spec (TOML), validated with pydantic.
+
+A spec names one or more models. Each model says where its weights come from, which image
+folders calibrate and validate it, how images are preprocessed, which precisions to build and
+how Triton should batch and place it. Every field has a default that suits the built-in demo,
+so a spec only states what differs.
+
+Errors name the field (as a dotted path), the value given and what is allowed; loading a bad
+spec raises :class:`SpecError` before anything is written.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PRECISIONS = ("fp32", "fp16", "int8")
+TARGETS = ("cpu", "gpu")
+
+
+class SpecError(ValueError):
+    """The spec file is missing, is not TOML, or holds a field with a value that is not allowed."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a spec must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where the trained classifier comes from."""
+
+    kind: Literal["demo", "torchvision", "onnx"] = "demo"
+    """`demo`: train the built-in MobileNetV3-small on scikit-learn's digits at build time;
+    `torchvision`: an architecture from torchvision.models plus a checkpoint (state dict);
+    `onnx`: an existing ONNX file with a dynamic batch axis."""
+    arch: str = "mobilenet_v3_small"
+    """torchvision.models builder name, e.g. resnet18 (kinds demo and torchvision)."""
+    checkpoint: Path | None = None
+    """State dict saved with torch.save, loaded with weights_only=True (kind torchvision)."""
+    onnx: Path | None = None
+    """The ONNX file (kind onnx)."""
+    train_epochs: int = Field(30, ge=1, le=500)
+    """Epochs for the built-in demo's training (kind demo)."""
+    seed: int = 0
+    """Seed for the demo's data split, initial weights and training order."""
+
+    @model_validator(mode="after")
+    def _needs_files(self) -> "Source":
+        if self.kind == "torchvision" and self.checkpoint is None:
+            raise ValueError("source.kind = 'torchvision' needs source.checkpoint (a state-dict file)")
+        if self.kind == "onnx" and self.onnx is None:
+            raise ValueError("source.kind = 'onnx' needs source.onnx (the ONNX file)")
+        if self.kind != "demo":
+            import torchvision.models
+
+            if self.kind == "torchvision" and self.arch not in torchvision.models.list_models():
+                raise ValueError(f"source.arch = {self.arch!r} is not a torchvision model; "
+                                 "allowed: the names torchvision.models.list_models() gives")
+        return self
+
+
+class Data(_Strict):
+    """Image folders in the ImageFolder layout (one sub-folder per class, named by label).
+
+    Leave them empty for the demo: the build writes the digits there as JPEG files.
+    """
+
+    train: Path | None = None
+    val: Path | None = None
+    calibration: Path | None = None
+
+
+class Input(_Strict):
+    """Preprocessing: decode -> resize shorter side -> center crop -> normalize -> CHW float."""
+
+    resize: int = Field(36, ge=1, le=4096)
+    """Shorter side after resize, in pixels."""
+    crop: int = Field(32, ge=1, le=4096)
+    """Side of the square center crop fed to the network; the network's input is crop x crop."""
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    """Per-channel mean (RGB) in [0, 1] units."""
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    """Per-channel standard deviation (RGB) in [0, 1] units."""
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(v) <= 0:
+            raise ValueError(f"every std must be > 0, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> "Input":
+        if self.crop > self.resize:
+            raise ValueError(f"input.crop = {self.crop} is larger than input.resize = {self.resize}; "
+                             "allowed: crop <= resize")
+        return self
+
+
+class Calibration(_Strict):
+    """INT8 post-training quantization (symmetric, per-channel weights, Q/DQ ONNX)."""
+
+    method: Literal["entropy", "max", "percentile"] = "entropy"
+    max_images: int = Field(1000, ge=1, le=100_000)
+    """Images taken from the calibration split (the lecture's ~1000 by default)."""
+    percentile: float = Field(99.999, gt=90, le=100)
+    """Used by method 'percentile' only."""
+
+
+class Triton(_Strict):
+    """How Triton batches and places the models of this entry."""
+
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    preferred_batch_sizes: tuple[int, ...] = (16, 32, 64)
+    max_queue_delay_us: int = Field(500, ge=0, le=10_000_000)
+    ragged_input: bool = True
+    """True: requests with encoded images of different lengths batch together (allow_ragged_batch
+    on the DALI input); images inside one request are always zero-padded to the longest."""
+    cpu_instances: int = Field(1, ge=1, le=64)
+    gpu_instances: int = Field(1, ge=1, le=64)
+    dali_num_threads: int = Field(2, ge=1, le=256)
+    """DALI CPU worker threads per pipeline (the DALI backend's num_threads parameter)."""
+    onnx_intra_op_threads: int = Field(0, ge=0, le=256)
+    """ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose."""
+    hw_decoder_load: float = Field(0.65, ge=0.0, le=1.0)
+    """gpu target: share of JPEG decoding given to the hardware decoder (A100/H100 and newer)."""
+
+    @model_validator(mode="after")
+    def _preferred_fit(self) -> "Triton":
+        too_big = [b for b in self.preferred_batch_sizes if b < 1 or b > self.max_batch_size]
+        if too_big:
+            raise ValueError(f"triton.preferred_batch_sizes {too_big} must lie in 1..max_batch_size "
+                             f"({self.max_batch_size})")
+        return self
+
+
+class Engine(_Strict):
+    """TensorRT plans (gpu target): one optimization profile per plan."""
+
+    opt_batch: int = Field(32, ge=1)
+    """The batch size users serve most; TensorRT tunes kernels for it."""
+    min_batch: int = Field(1, ge=1)
+    workspace_mib: int = Field(2048, ge=16)
+    builder: Literal["python", "trtexec"] = "python"
+    version_compatible: bool = False
+    hardware_compatible: bool = False
+    int8_implicit_calibrator: bool = False
+    """TensorRT 10 only: calibrate with IInt8EntropyCalibrator2 instead of the Q/DQ ONNX."""
+
+
+class ModelSpec(_Strict):
+    name: str = Field("digits", pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,62}$")
+    """Prefix of every Triton model this entry produces (letters, digits, _ and -)."""
+    source: Source = Source()
+    data: Data = Data()
+    input: Input = Input()
+    precisions: tuple[Literal["fp32", "fp16", "int8"], ...] = PRECISIONS
+    calibration: Calibration = Calibration()
+    triton: Triton = Triton()
+    engine: Engine = Engine()
+    opset: int = Field(17, ge=17, le=23)
+    labels: tuple[str, ...] | None = None
+    """Class labels in output order; by default the class folder names, sorted."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelSpec":
+        if "fp32" not in self.precisions:
+            raise ValueError(f"precisions = {list(self.precisions)} must include 'fp32' "
+                             "(the reference every other precision is compared with)")
+        if len(set(self.precisions)) != len(self.precisions):
+            raise ValueError(f"precisions = {list(self.precisions)} lists a precision twice")
+        if self.source.kind != "demo":
+            missing = [k for k in ("val", "calibration") if getattr(self.data, k) is None]
+            if "int8" not in self.precisions and "calibration" in missing:
+                missing.remove("calibration")
+            if missing:
+                raise ValueError(f"data.{missing[0]} is needed for source.kind = "
+                                 f"{self.source.kind!r} (an ImageFolder directory)")
+        mbs = self.triton.max_batch_size
+        if not (self.engine.min_batch <= self.engine.opt_batch <= mbs):
+            raise ValueError(f"engine.min_batch ({self.engine.min_batch}) <= engine.opt_batch "
+                             f"({self.engine.opt_batch}) <= triton.max_batch_size ({mbs}) must hold")
+        return self
+
+
+class BuildSpec(_Strict):
+    output: Path = Path("model_repository")
+    """Folder that receives the repository (one sub-folder per target) and manifest.json."""
+    targets: tuple[Literal["cpu", "gpu"], ...] = TARGETS
+    models: tuple[ModelSpec, ...] = (ModelSpec(),)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "BuildSpec":
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"models[].name must be unique; repeated: {dupes}")
+        if not self.models:
+            raise ValueError("models must list at least one model")
+        return self
+
+
+def _format_errors(err: ValidationError, path: Path) -> str:
+    lines = [f"{path}: {err.error_count()} problem(s) in the build spec"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        given = e.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: dict, origin: Path = Path("<spec>")) -> BuildSpec:
+    """Validate an already-parsed spec dictionary; paths stay as written."""
+    try:
+        return BuildSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_errors(err, origin)) from None
+
+
+def load_spec(path: Path) -> BuildSpec:
+    """Read and validate a TOML spec. Relative paths inside it are taken from the spec's folder."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{path}: not valid TOML: {err}") from None
+    spec = parse_spec(raw, path)
+    return _resolve_paths(spec, path.resolve().parent)
+
+
+def _resolve_paths(spec: BuildSpec, base: Path) -> BuildSpec:
+    def fix(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p))
+
+    models = []
+    for m in spec.models:
+        src = m.source.model_copy(update={"checkpoint": fix(m.source.checkpoint), "onnx": fix(m.source.onnx)})
+        data = Data(train=fix(m.data.train), val=fix(m.data.val), calibration=fix(m.data.calibration))
+        models.append(m.model_copy(update={"source": src, "data": data}))
+    return spec.model_copy(update={"output": fix(spec.output), "models": tuple(models)})

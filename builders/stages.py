@@ -1,0 +1,138 @@
+"""Named, cached build stages (after Model Navigator's pipeline).
+
+A stage is a function `fn(workdir, **inputs) -> Output`, where Output is a dataclass of plain
+values and Paths (a function that also takes `progress` gets the context's progress factory,
+which is not part of the key). Its cache key is a content hash of the stage's name and version and of every
+input: files and folders are hashed by content, spec sections by their JSON. A stage whose key
+is in the cache returns its recorded output without running; `force` runs it anyway.
+
+Each stage writes into a fresh `<cache>/<stage>/<key>.partial/` folder that is renamed into
+place only when the function returned, so a killed build never leaves a half-written entry.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar
+
+from pydantic import BaseModel
+
+O = TypeVar("O")
+
+
+def hash_path(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's relative file names and bytes (sorted)."""
+    h = hashlib.sha256()
+    path = Path(path)
+    if path.is_file():
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    elif path.is_dir():
+        for p in sorted(q for q in path.rglob("*") if q.is_file()):
+            h.update(str(p.relative_to(path)).encode())
+            h.update(hash_path(p).encode())
+    else:
+        raise FileNotFoundError(f"{path} does not exist")
+    return h.hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Path):
+        return {"path-sha256": hash_path(value)}
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value):
+        return _canonical(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+@dataclass
+class StageRecord:
+    name: str
+    key: str
+    seconds: float
+    cached: bool
+
+
+@dataclass
+class BuildContext:
+    """What every stage run shares: where the cache lives, whether to ignore it, and the log of
+    what ran (for the manifest and the summary)."""
+
+    cache_dir: Path
+    force: bool = False
+    records: list[StageRecord] = field(default_factory=list)
+    progress: Callable[[str], Callable[[int, int], None]] = lambda description: (lambda done, total: None)
+    """description -> update(done, total); given to stage functions that take `progress`."""
+
+
+class Stage(Generic[O]):
+    """A named build step with typed inputs (keyword arguments) and a typed output dataclass."""
+
+    def __init__(self, name: str, output: type[O], fn: Callable[..., O], version: str = "1"):
+        self.name, self.output, self.fn, self.version = name, output, fn, version
+
+    def key(self, inputs: dict[str, Any]) -> str:
+        blob = json.dumps({"stage": self.name, "version": self.version, "inputs": _canonical(inputs)},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def __call__(self, ctx: BuildContext, label: str = "", **inputs: Any) -> O:
+        key = self.key(inputs)
+        shown = f"{self.name}[{label}]" if label else self.name
+        final = ctx.cache_dir / self.name / key
+        record = final / "output.json"
+        start = time.perf_counter()
+        if not ctx.force and record.is_file():
+            out = self._load(record, final)
+            if out is not None:
+                ctx.records.append(StageRecord(shown, key, time.perf_counter() - start, True))
+                return out
+        partial = final.with_name(key + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        extra = {"progress": ctx.progress} if "progress" in inspect.signature(self.fn).parameters else {}
+        out = self.fn(partial, **inputs, **extra)
+        (partial / "output.json").write_text(json.dumps(self._dump(out, partial), indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        ctx.records.append(StageRecord(shown, key, time.perf_counter() - start, False))
+        return self._load(final / "output.json", final)
+
+    def _dump(self, out: O, workdir: Path) -> dict:
+        if not isinstance(out, self.output):
+            raise TypeError(f"stage {self.name} returned {type(out).__name__}, not {self.output.__name__}")
+        data = {}
+        for f in dataclasses.fields(out):
+            v = getattr(out, f.name)
+            # Paths inside the stage folder are stored relative, so the cache can move.
+            if isinstance(v, Path):
+                v = {"path": str(v.relative_to(workdir)) if v.is_relative_to(workdir) else str(v),
+                     "inside": v.is_relative_to(workdir)}
+            data[f.name] = v
+        return data
+
+    def _load(self, record: Path, workdir: Path) -> O | None:
+        data = json.loads(record.read_text())
+        values = {}
+        for f in dataclasses.fields(self.output):
+            if f.name not in data:
+                return None  # recorded by an older output type: run again
+            v = data[f.name]
+            if isinstance(v, dict) and set(v) == {"path", "inside"}:
+                v = (workdir / v["path"]) if v["inside"] else Path(v["path"])
+                if not v.exists():
+                    return None
+            values[f.name] = v
+        return self.output(**values)

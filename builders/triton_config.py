@@ -1,0 +1,109 @@
+"""Triton model configs, built as Triton's own ModelConfig protobuf messages.
+
+Building the message (not a text template) means a wrong field name or enum fails here, at
+build time, instead of when tritonserver loads the repository.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from builders import layout
+from builders.spec import ModelSpec
+
+
+def _dynamic_batching(spec: ModelSpec) -> mc.ModelDynamicBatching:
+    t = spec.triton
+    return mc.ModelDynamicBatching(preferred_batch_size=list(t.preferred_batch_sizes),
+                                   max_queue_delay_microseconds=t.max_queue_delay_us)
+
+
+def _instances(target: str, spec: ModelSpec) -> list[mc.ModelInstanceGroup]:
+    if target == "gpu":
+        return [mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_GPU, count=spec.triton.gpu_instances)]
+    return [mc.ModelInstanceGroup(kind=mc.ModelInstanceGroup.KIND_CPU, count=spec.triton.cpu_instances)]
+
+
+def _param(value) -> mc.ModelParameter:
+    return mc.ModelParameter(string_value=str(value))
+
+
+def preprocess_config(spec: ModelSpec, target: str) -> mc.ModelConfig:
+    """DALI backend model: encoded bytes in, normalized CHW float out."""
+    t = spec.triton
+    cfg = mc.ModelConfig(
+        name=layout.preprocess_model(spec.name),
+        backend="dali",
+        max_batch_size=t.max_batch_size,
+        input=[mc.ModelInput(name=layout.DALI_INPUT, data_type=mc.TYPE_UINT8, dims=[-1],
+                             allow_ragged_batch=t.ragged_input)],
+        output=[mc.ModelOutput(name=layout.DALI_OUTPUT, data_type=mc.TYPE_FP32,
+                               dims=[3, spec.input.crop, spec.input.crop])],
+        instance_group=_instances(target, spec),
+        dynamic_batching=_dynamic_batching(spec),
+    )
+    cfg.parameters["num_threads"].CopyFrom(_param(t.dali_num_threads))
+    return cfg
+
+
+def engine_config(spec: ModelSpec, target: str, precision: str, num_classes: int) -> mc.ModelConfig:
+    """The network: ONNX Runtime on the cpu target, a TensorRT plan on the gpu target."""
+    t = spec.triton
+    cfg = mc.ModelConfig(
+        name=layout.engine_model(spec.name, precision),
+        max_batch_size=t.max_batch_size,
+        input=[mc.ModelInput(name=layout.ENGINE_INPUT, data_type=mc.TYPE_FP32,
+                             dims=[3, spec.input.crop, spec.input.crop])],
+        output=[mc.ModelOutput(name=layout.ENGINE_OUTPUT, data_type=mc.TYPE_FP32, dims=[num_classes],
+                               label_filename=layout.LABELS_FILE)],
+        instance_group=_instances(target, spec),
+        dynamic_batching=_dynamic_batching(spec),
+    )
+    if target == "gpu":
+        cfg.platform = "tensorrt_plan"
+        cfg.default_model_filename = "model.plan"
+    else:
+        cfg.platform = "onnxruntime_onnx"
+        cfg.default_model_filename = "model.onnx"
+        cfg.parameters["intra_op_thread_count"].CopyFrom(_param(t.onnx_intra_op_threads))
+    return cfg
+
+
+def ensemble_config(spec: ModelSpec, precision: str, num_classes: int) -> mc.ModelConfig:
+    """What users call: encoded image bytes in, logits (and top-k labels) out."""
+    pre, eng = layout.preprocess_model(spec.name), layout.engine_model(spec.name, precision)
+    step = mc.ModelEnsembling.Step
+    return mc.ModelConfig(
+        name=layout.ensemble_model(spec.name, precision),
+        platform="ensemble",
+        max_batch_size=spec.triton.max_batch_size,
+        input=[mc.ModelInput(name=layout.ENSEMBLE_INPUT, data_type=mc.TYPE_UINT8, dims=[-1])],
+        output=[mc.ModelOutput(name=layout.ENSEMBLE_OUTPUT, data_type=mc.TYPE_FP32, dims=[num_classes],
+                               label_filename=layout.LABELS_FILE)],
+        ensemble_scheduling=mc.ModelEnsembling(step=[
+            step(model_name=pre, model_version=-1,
+                 input_map={layout.DALI_INPUT: layout.ENSEMBLE_INPUT},
+                 output_map={layout.DALI_OUTPUT: "preprocessed_image"}),
+            step(model_name=eng, model_version=-1,
+                 input_map={layout.ENGINE_INPUT: "preprocessed_image"},
+                 output_map={layout.ENGINE_OUTPUT: layout.ENSEMBLE_OUTPUT}),
+        ]),
+    )
+
+
+def to_text(cfg: mc.ModelConfig) -> str:
+    return text_format.MessageToString(cfg)
+
+
+def write_config(cfg: mc.ModelConfig, model_dir: Path) -> Path:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / "config.pbtxt"
+    path.write_text(to_text(cfg))
+    return path
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    """Parse a config.pbtxt with the ModelConfig schema (raises on any unknown field)."""
+    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())

@@ -1,0 +1,244 @@
+"""Served vs in-process throughput on this machine, in one run.
+
+    python -m serving.bench_local [--repository model_repository/cpu] [--precision fp32]
+    python -m serving.bench_local --tiny          # no built repository: a small one (serving.minirepo)
+
+Both sides run the repository's own artifacts: model.dali through DALI on CPU, then model.onnx
+through ONNX Runtime, with the thread counts the configs give the server. The served side goes
+through a real tritonserver (started here on free ports, or --url): client -> ensemble -> DALI
+stand-in -> ONNX Runtime stand-in -> client, all on the same cores as the in-process loop.
+
+Printed: images/s per batch size for both sides, the ratio of the bests (target >= 0.85), and
+single-image requests from concurrent clients (the dynamic batcher merges them) vs batch 1
+in-process.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from builders import layout, triton_config
+from builders.preprocess import CpuPreprocessor, pad_batch
+
+TARGET_RATIO = 0.85
+
+
+def _load_images(folder: Path | None, count: int) -> list[bytes]:
+    if folder is None:
+        from serving import minirepo
+
+        return [b for b, _ in minirepo.sample_images(count)]
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise SystemExit(f"no .jpg/.jpeg/.png files under {folder}")
+    return [files[i % len(files)].read_bytes() for i in range(count)]
+
+
+def _rate(work, seconds: float, warmup: float) -> float:
+    """Items per second of `work()` (which returns how many items it did), after a warm-up."""
+    end = time.perf_counter() + warmup
+    while time.perf_counter() < end:
+        work()
+    done, start = 0, time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        done += work()
+    return done / (time.perf_counter() - start)
+
+
+class InProcess:
+    def __init__(self, repo: Path, name: str, precision: str):
+        import onnxruntime as ort
+
+        pre_dir = repo / layout.preprocess_model(name)
+        pre_cfg = triton_config.read_config(pre_dir / "config.pbtxt")
+        eng_dir = repo / layout.engine_model(name, precision)
+        eng_cfg = triton_config.read_config(eng_dir / "config.pbtxt")
+        threads = pre_cfg.parameters["num_threads"].string_value
+        self.pre = CpuPreprocessor(pre_dir / "1" / "model.dali", num_threads=int(threads) if threads else 2)
+        intra = eng_cfg.parameters["intra_op_thread_count"].string_value
+        model_file = str(eng_dir / "1" / (eng_cfg.default_model_filename or "model.onnx"))
+        # Thread spinning helps ONNX Runtime alone but steals cores from DALI's workers; which
+        # wins depends on batch size, so the baseline tries both and keeps the faster.
+        self.sessions = {}
+        for spin in ("0", "1"):
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = int(intra) if intra else 0
+            opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+            self.sessions[spin] = ort.InferenceSession(model_file, sess_options=opts,
+                                                       providers=["CPUExecutionProvider"])
+        self.sess = self.sessions["0"]
+
+    def __call__(self, rows: list[np.ndarray]) -> np.ndarray:
+        return self.sess.run([layout.ENGINE_OUTPUT], {layout.ENGINE_INPUT: self.pre(rows)})[0]
+
+
+def _served_rate(url: str, protocol: str, model: str, batches: list[np.ndarray], concurrency: int,
+                 seconds: float, warmup: float) -> float:
+    """Images/s with `concurrency` clients each sending requests back to back."""
+    if protocol == "grpc":
+        import tritonclient.grpc as mod
+    else:
+        import tritonclient.http as mod
+    counts = [0] * concurrency
+    errors: list[BaseException] = []
+    phase = {"measure": False, "stop": False}
+
+    def client_loop(k: int):
+        client = mod.InferenceServerClient(url)
+        try:
+            i = k
+            while not phase["stop"]:
+                data = batches[i % len(batches)]
+                i += 1
+                inp = mod.InferInput(layout.ENSEMBLE_INPUT, list(data.shape), "UINT8")
+                inp.set_data_from_numpy(data)
+                client.infer(model, [inp], outputs=[mod.InferRequestedOutput(layout.ENSEMBLE_OUTPUT)])
+                if phase["measure"]:
+                    counts[k] += data.shape[0]
+        except BaseException as err:  # noqa: BLE001 - reported below, the run must not hang
+            errors.append(err)
+            phase["stop"] = True
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=client_loop, args=(k,), daemon=True) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    time.sleep(warmup)
+    phase["measure"] = True
+    start = time.perf_counter()
+    time.sleep(seconds)
+    phase["measure"] = False
+    elapsed = time.perf_counter() - start
+    phase["stop"] = True
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"served requests failed: {errors[0]}")
+    return sum(counts) / elapsed
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m serving.bench_local", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repository", type=Path, default=Path("model_repository/cpu"),
+                    help="the cpu repository to serve and to run in-process (default: %(default)s)")
+    ap.add_argument("--tiny", action="store_true",
+                    help="benchmark a small repository built now (serving.minirepo) instead of --repository")
+    ap.add_argument("--precision", default="fp32", help="ensemble precision to measure (default: %(default)s)")
+    ap.add_argument("--images", type=Path, default=None,
+                    help="folder of JPEG/PNG files to send (default: scikit-learn digits as JPEG)")
+    ap.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="client protocol (default: grpc)")
+    ap.add_argument("--url", default=None, help="use a running server at this URL instead of starting one")
+    ap.add_argument("--batch-sizes", default=None,
+                    help="comma-separated batch sizes (default: 1, then powers of two up to max_batch_size)")
+    ap.add_argument("--concurrency", type=int, default=2,
+                    help="requests in flight for the batched runs (default: %(default)s; 2 keeps both ensemble "
+                         "steps busy)")
+    ap.add_argument("--single-concurrency", type=int, default=16,
+                    help="clients sending one image each for the dynamic batching run (default: %(default)s)")
+    ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per point (default: %(default)s)")
+    ap.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per point (default: %(default)s)")
+    args = ap.parse_args(argv)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    tmp = None
+    repo = args.repository
+    if args.tiny:
+        from serving import minirepo
+
+        tmp = tempfile.TemporaryDirectory(prefix="bench-minirepo-")
+        console.print("building a small repository (serving.minirepo, max_batch_size 64) ...")
+        repo = minirepo.build(Path(tmp.name), max_batch_size=64, precisions=("fp32", "int8")) / "cpu"
+    if not repo.is_dir():
+        raise SystemExit(f"{repo} does not exist: build it (python builders/build_all.py), pass --repository, "
+                         "or use --tiny")
+    names = sorted(p.name[: -len("_preprocess")] for p in repo.glob("*_preprocess"))
+    if not names:
+        raise SystemExit(f"no *_preprocess model in {repo}")
+    name = names[0]
+    model = layout.ensemble_model(name, args.precision)
+    max_batch = triton_config.read_config(repo / model / "config.pbtxt").max_batch_size
+    sizes = ([int(s) for s in args.batch_sizes.split(",")] if args.batch_sizes else
+             sorted({1, *[2 ** k for k in range(1, 13) if 2 ** k <= max_batch], max_batch}))
+
+    encoded = _load_images(args.images, 256)
+    local = InProcess(repo, name, args.precision)
+
+    def batches_of(size: int) -> list[np.ndarray]:
+        return [pad_batch(encoded[i:i + size]) for i in range(0, len(encoded) - size + 1, size)] or \
+               [pad_batch((encoded * size)[:size])]
+
+    rows_of = {b: [[r for r in batch] for batch in batches_of(b)] for b in sizes}
+
+    def in_process(size: int) -> float:
+        it = iter(range(10 ** 12))
+
+        def work():
+            rows = rows_of[size][next(it) % len(rows_of[size])]
+            local(rows)
+            return len(rows)
+        best = 0.0
+        for spin, sess in local.sessions.items():
+            local.sess = sess
+            best = max(best, _rate(work, args.seconds / 2, args.warmup / 2))
+        return best
+
+    server = None
+    try:
+        if args.url is None:
+            from serving.local_server import LocalTritonServer, free_port
+
+            console.print(f"starting tritonserver on {repo} ...")
+            server = LocalTritonServer(repo, http_port=free_port(), grpc_port=free_port(),
+                                       metrics_port=free_port(), timeout_s=300).start()
+            url = server.grpc_url if args.protocol == "grpc" else server.http_url
+        else:
+            url = args.url
+
+        table = Table(title=f"{model}: images/s on this machine ({args.protocol}, {args.concurrency} requests "
+                            "in flight for the served side)")
+        for col in ("batch", "in-process", "served", "served / in-process"):
+            table.add_column(col, justify="right")
+        best_local = best_served = (0.0, 0)
+        for b in sizes:
+            lr = in_process(b)
+            sr = _served_rate(url, args.protocol, model, batches_of(b), args.concurrency, args.seconds, args.warmup)
+            best_local = max(best_local, (lr, b))
+            best_served = max(best_served, (sr, b))
+            table.add_row(str(b), f"{lr:,.0f}", f"{sr:,.0f}", f"{sr / lr:.2f}")
+        console.print(table)
+
+        single_local = in_process(1)
+        single_served = _served_rate(url, args.protocol, model, batches_of(1), args.single_concurrency,
+                                     args.seconds, args.warmup)
+        ratio = best_served[0] / best_local[0]
+        verdict = "[green]meets[/green]" if ratio >= TARGET_RATIO else "[red]below[/red]"
+        summary = Table(title="summary")
+        for col in ("measure", "in-process", "served", "ratio"):
+            summary.add_column(col, justify="right")
+        summary.add_row(f"best batch (local {best_local[1]}, served {best_served[1]})", f"{best_local[0]:,.0f}",
+                        f"{best_served[0]:,.0f}", f"{ratio:.2f}")
+        summary.add_row(f"single images ({args.single_concurrency} clients vs batch 1)", f"{single_local:,.0f}",
+                        f"{single_served:,.0f}", f"{single_served / single_local:.2f}")
+        console.print(summary)
+        console.print(f"served/in-process at best batch: [bold]{ratio:.2f}[/bold] — {verdict} the target "
+                      f"{TARGET_RATIO}")
+    finally:
+        if server is not None:
+            server.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""docker-compose.yml: validated by Docker Compose's own loader (compose-go) and a security linter.
+
+No Docker engine is needed: `docker-compose config` loads, interpolates and validates the file
+exactly as `docker compose up` would, and names the offending key when something is wrong.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+BIN = Path(sys.executable).parent
+PROFILES = [[], ["cpu"], ["monitoring"], ["cpu", "monitoring"]]
+
+
+def _tool(name: str) -> Path:
+    path = BIN / name
+    if not path.exists():
+        pytest.fail(f"{name} is missing from {BIN}: pip install -r requirements-dev.txt")
+    return path
+
+
+def _compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    # A clean environment: a developer's TRITON_RELEASE must not change what the tests see.
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    return subprocess.run([str(_tool("docker-compose")), "-f", str(COMPOSE), *args], cwd=ROOT,
+                          env={**base, **(env or {})}, capture_output=True, text=True, timeout=120)
+
+
+def _profile_args(profiles: list[str]) -> list[str]:
+    return [a for p in profiles for a in ("--profile", p)]
+
+
+@pytest.mark.parametrize("profiles", PROFILES, ids=lambda p: "+".join(p) or "default")
+def test_compose_file_is_valid_for_each_profile(profiles):
+    proc = _compose(*_profile_args(profiles), "config", "-q")
+    assert proc.returncode == 0, proc.stderr
+
+
+def _config(profiles: list[str], env: dict[str, str] | None = None) -> dict:
+    proc = _compose(*_profile_args(profiles), "config", "--format", "json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_default_up_builds_then_serves_the_gpu_target():
+    services = _config([])["services"]
+    assert set(services) == {"builder", "triton"}
+    builder, triton = services["builder"], services["triton"]
+    for svc in (builder, triton):
+        devices = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert "builders/build_all.py --target gpu" in builder["command"][-1]
+    assert "requirements.lock" in builder["command"][-1]
+    assert triton["depends_on"]["builder"]["condition"] == "service_completed_successfully"
+    (models,) = [v for v in triton["volumes"] if v["target"] == "/models"]
+    assert models["source"].endswith("model_repository/gpu") and models["read_only"] is True
+    assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    assert "--model-repository=/models" in triton["command"]
+
+
+def test_one_release_for_builder_and_server():
+    services = _config([])["services"]
+    assert services["builder"]["image"] == "nvcr.io/nvidia/tensorrt:25.10-py3"
+    assert services["triton"]["image"] == "nvcr.io/nvidia/tritonserver:25.10-py3"
+    moved = _config(["cpu"], env={"TRITON_RELEASE": "25.09"})["services"]
+    assert {s["image"].split(":")[1] for s in moved.values()} == {"25.09-py3"}
+
+
+def test_cpu_profile_serves_the_cpu_target_without_gpu():
+    cpu = _config(["cpu"])["services"]["triton-cpu"]
+    assert "deploy" not in cpu
+    (models,) = [v for v in cpu["volumes"] if v["target"] == "/models"]
+    assert models["source"].endswith("model_repository/cpu") and models["read_only"] is True
+    assert "triton" in cpu["networks"]["default"]["aliases"]  # what Prometheus scrapes
+
+
+@pytest.mark.parametrize("profiles", PROFILES, ids=lambda p: "+".join(p) or "default")
+def test_every_published_port_is_bound_to_localhost(profiles):
+    for name, svc in _config(profiles)["services"].items():
+        for port in svc.get("ports", []):
+            assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond localhost"
+
+
+def test_no_high_or_critical_compose_lint_findings():
+    proc = subprocess.run([str(_tool("compose-lint")), "check", "--format", "json", "--fail-on", "high",
+                           str(COMPOSE)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    report = json.loads(proc.stdout)
+    serious = [f for f in report["findings"] if f["severity"] in ("high", "critical")]
+    assert serious == [], json.dumps(serious, indent=1)
+    assert proc.returncode == 0 and not report["errors"], proc.stdout + proc.stderr
+
+
+def test_monitoring_scrapes_triton_and_the_dashboard_shows_throughput_latency_queue():
+    services = _config(["monitoring"])["services"]
+    assert {"prometheus", "grafana"} <= set(services)
+    scrape = yaml.safe_load((ROOT / "docker/prometheus.yml").read_text())
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == ["triton:8002"]
+    datasource = yaml.safe_load((ROOT / "docker/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    dashboard = json.loads((ROOT / "docker/grafana/dashboards/triton.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in ("nv_inference_count", "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+                   "nv_inference_compute_infer_duration_us", "nv_inference_request_failure"):
+        assert metric in exprs
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {uid}
+    mounted = {v["source"] for v in services["grafana"]["volumes"]}
+    assert str(ROOT / "docker/grafana/dashboards") in mounted
