@@ -41,18 +41,32 @@ def tool_versions() -> dict[str, str | None]:
     return out
 
 
-def _plans_for(build: ModelBuild, ctx: BuildContext) -> tuple[dict, str, dict]:
-    """TensorRT plans for the gpu target, or why there are none. Returns (plans, status, info)."""
-    try:
-        from builders import engine
-    except ImportError as err:  # the engine module itself failed to import
-        return {}, f"engine stage unavailable: {err}", {}
+def _plans_for(build: ModelBuild, ctx: BuildContext) -> tuple[dict, str, dict, str | None]:
+    """TensorRT plans for the gpu target, or why there are none.
+
+    Returns (precision -> plan file, status line, manifest info, compute capability)."""
+    from builders import engine
+    from builders.pipeline import PLAN
+
     ok, reason = engine.tensorrt_available()
     if not ok:
         return {}, (f"TensorRT plans not built: {reason}. Plans need TensorRT on a GPU: "
-                    "run `docker compose up` on a GPU host (docs/gpu.md)."), {}
-    plans, info = engine.build_plans(build, ctx)
-    return plans, f"built {len(plans)} plan(s) with TensorRT", info
+                    "run `docker compose up` on a GPU host (docs/gpu.md)."), {}, None
+    import tensorrt
+
+    gpu = engine.gpu_info() or {}
+    cc = gpu.get("compute_capability")
+    spec = build.spec
+    plans, info = {}, {"tensorrt_version": tensorrt.__version__, "gpu": gpu, "plans": {}}
+    for precision, variant in build.variants.items():
+        out = PLAN(ctx, label=f"{spec.name}/{precision}", onnx=variant.path, fp32=build.variants["fp32"].path,
+                   precision=precision, engine_spec=spec.engine, max_batch=spec.triton.max_batch_size,
+                   crop=spec.input.crop, calibration=build.data.calibration, inp=spec.input,
+                   val_tensors=build.preprocessing.val_tensors, tensorrt_version=tensorrt.__version__,
+                   compute_capability=cc, timing_cache=str(ctx.cache_dir / "tensorrt-timing.cache"))
+        plans[precision] = out.plan
+        info["plans"][precision] = out.info
+    return plans, f"built {len(plans)} plan(s) with TensorRT {tensorrt.__version__} on {gpu.get('name')}", info, cc
 
 
 def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict) -> dict:
@@ -102,10 +116,11 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
         models_manifest, plan_status = {}, {}
         staging.mkdir(parents=True)
         for b in builds:
-            plans, status, info = _plans_for(b, ctx) if "gpu" in spec.targets else ({}, "gpu target not built", {})
+            plans, status, info, cc = (_plans_for(b, ctx) if "gpu" in spec.targets
+                                       else ({}, "gpu target not built", {}, None))
             plan_status[b.spec.name] = status
             for target in spec.targets:
-                artifacts.update(write_target(staging, target, b, plans))
+                artifacts.update(write_target(staging, target, b, plans, cc))
             if b.checkpoint:
                 # The PyTorch weights travel with the repository so clients can verify against them.
                 dst = staging / "source" / f"{b.spec.name}.pt"

@@ -170,13 +170,39 @@ def _evaluate(workdir: Path, model: Path, precision: str, fp32: Path, val_tensor
                       reference_accuracy=accuracy(ref_logits, targets))
 
 
+@dataclass
+class Plan:
+    plan: Path
+    info: dict
+
+
+def _plan(workdir: Path, onnx: Path, fp32: Path, precision: str, engine_spec, max_batch: int, crop: int,
+          calibration: Path | None, inp: Input, val_tensors: Path, tensorrt_version: str,
+          compute_capability: str | None, timing_cache: str) -> Plan:
+    # tensorrt_version and compute_capability are inputs only so that they key the cache:
+    # a plan runs only on the TensorRT release and GPU architecture it was built with.
+    from builders import engine
+
+    implicit = precision == "int8" and engine_spec.int8_implicit_calibrator
+    plan = workdir / engine.plan_filename(compute_capability, engine_spec.hardware_compatible)
+    info = engine.build_plan(
+        fp32 if implicit else onnx, plan, precision, engine_spec, max_batch, layout.ENGINE_INPUT,
+        (3, crop, crop), Path(timing_cache),
+        calib_images=_preprocessed(calibration, inp, 1000) if implicit else None,
+        calib_cache_path=workdir / "calibration.cache" if implicit else None)
+    info["validation"] = engine.validate_plan(plan, fp32 if implicit else onnx, np.load(val_tensors),
+                                              version_compatible=engine_spec.version_compatible)
+    return Plan(plan, info)
+
+
 DATA = Stage("demo-data", DataSplits, _demo_data)
 TRAIN = Stage("train", TrainedModel, _train)
 EXPORT = Stage("export", OnnxModel, _export)
 FP16 = Stage("fp16", OnnxModel, _fp16)
-INT8 = Stage("int8", OnnxModel, _int8)
+INT8 = Stage("int8", OnnxModel, _int8, version="2")
 PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing)
 EVALUATE = Stage("evaluate", Evaluation, _evaluate)
+PLAN = Stage("tensorrt-plan", Plan, _plan)
 
 
 # --- chaining ----------------------------------------------------------------------------------

@@ -109,6 +109,7 @@ def to_int8(fp32_path: Path, out_path: Path, x: np.ndarray, calib: Calibration, 
         quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         calibrate_method=_ort_method(calib)[0], calibration_cache_path=cache,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        # Biases stay float: TensorRT fuses them itself and does not take int32-quantized ones.
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
     )
     return Path(out_path), cache, reused

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from rich.console import Console
@@ -11,7 +13,8 @@ from rich.table import Table
 if TYPE_CHECKING:
     from builders.build import BuildResult
 
-console = Console(stderr=False)
+# Wide enough for the summary table when output goes to a file or CI log (no terminal width).
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 
 @contextlib.contextmanager
@@ -40,27 +43,27 @@ def _size(n: int | None) -> str:
 def print_summary(result: "BuildResult", seconds: float) -> None:
     m = result.manifest
     table = Table(title=f"model repository: {result.spec.output}", title_justify="left")
-    for col in ("artifact", "precision", "accuracy", "agreement", "max |Δ| vs fp32", "size", "time"):
-        table.add_column(col, justify="left" if col in ("artifact", "precision") else "right")
-    artifacts = m["artifacts"]
-    for name, mm in m["models"].items():
-        for precision, ev in mm["precisions"].items():
-            for path, rec in artifacts.items():
-                if rec.get("model") != name or rec.get("precision") != precision:
-                    continue
-                if "missing" in rec:
-                    table.add_row(path, precision, "-", "-", "-", "not built", "-", style="yellow")
-                    continue
-                if not ev["runnable"]:
-                    table.add_row(path, precision, "n/a", "n/a", "n/a", _size(rec["bytes"]),
-                                  f"{ev['build_seconds']:.1f}s", style="yellow")
-                    continue
-                table.add_row(path, precision, _pct(ev["accuracy"]), _pct(ev["top1_agreement_fp32"]),
-                              f"{ev['max_abs_diff_fp32']:.3g}", _size(rec["bytes"]), f"{ev['build_seconds']:.1f}s")
-        for path, rec in artifacts.items():
-            if rec.get("model") == name and rec.get("kind") == "dali":
-                pre = mm["preprocessing"]
-                table.add_row(path, "-", "-", "-", f"{pre['max_abs_diff']:.3g} vs PIL", _size(rec["bytes"]), "-")
+    for col in ("target", "artifact", "precision", "accuracy", "agreement", "max |Δ|", "size", "time"):
+        table.add_column(col, justify="left" if col in ("target", "artifact", "precision") else "right")
+    for path, rec in m["artifacts"].items():
+        target, model_dir = path.split("/")[:2]
+        artifact = f"{model_dir}/{Path(path).name}"
+        mm = m["models"][rec["model"]]
+        if rec.get("kind") == "dali":
+            pre = mm["preprocessing"]
+            table.add_row(target, artifact, "-", "-", "-", f"{pre['max_abs_diff']:.3g}", _size(rec["bytes"]), "-")
+            continue
+        ev = mm["precisions"][rec["precision"]]
+        if "missing" in rec:
+            table.add_row(target, artifact, rec["precision"], "-", "-", "-", "not built", "-", style="yellow")
+        elif not ev["runnable"]:
+            table.add_row(target, artifact, rec["precision"], "n/a", "n/a", "n/a", _size(rec["bytes"]),
+                          f"{ev['build_seconds']:.1f}s", style="yellow")
+        else:
+            table.add_row(target, artifact, rec["precision"], _pct(ev["accuracy"]), _pct(ev["top1_agreement_fp32"]),
+                          f"{ev['max_abs_diff_fp32']:.3g}", _size(rec["bytes"]), f"{ev['build_seconds']:.1f}s")
+    table.caption = ("accuracy and agreement (top-1, vs fp32) measured with ONNX Runtime on the validation "
+                     "images; max |Δ|: logits vs fp32, or DALI vs the PIL reference for model.dali")
     console.print(table)
     for name, mm in m["models"].items():
         exp = mm["export"]

@@ -48,8 +48,12 @@ def _copy(src: Path, dst: Path) -> dict:
     return {"sha256": hash_path(dst), "bytes": dst.stat().st_size}
 
 
-def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Path]) -> dict[str, dict]:
-    """Write one model entry's models into `root/<target>/`; returns artifact records by path."""
+def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Path],
+                 compute_capability: str | None = None) -> dict[str, dict]:
+    """Write one model entry's models into `root/<target>/`; returns artifact records by path.
+
+    plans: precision -> TensorRT plan file (gpu target), named as the engine stage chose
+    (model_sm<cc>.plan, or model.plan when hardware-compatible or not built yet)."""
     spec, n = build.spec, len(build.labels)
     base = root / target
     artifacts: dict[str, dict] = {}
@@ -63,14 +67,16 @@ def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Pa
 
     for precision, variant in build.variants.items():
         eng_dir = base / layout.engine_model(spec.name, precision)
-        write_config(engine_config(spec, target, precision, n), eng_dir)
+        plan = plans.get(precision)
+        write_config(engine_config(spec, target, precision, n, plan.name if plan else "model.plan",
+                                   compute_capability if plan and plan.name != "model.plan" else None), eng_dir)
         (eng_dir / layout.LABELS_FILE).write_text(labels_text)
         if target == "cpu":
             rec = {"kind": "onnx", **_copy(variant.path, eng_dir / "1" / "model.onnx")}
             path = eng_dir / "1" / "model.onnx"
-        elif precision in plans:
-            rec = {"kind": "tensorrt_plan", **_copy(plans[precision], eng_dir / "1" / "model.plan")}
-            path = eng_dir / "1" / "model.plan"
+        elif plan:
+            path = eng_dir / "1" / plan.name
+            rec = {"kind": "tensorrt_plan", **_copy(plan, path)}
         else:
             # The plan needs TensorRT on a GPU; the folder waits for it (docker compose's builder).
             (eng_dir / "1").mkdir(parents=True, exist_ok=True)

@@ -48,8 +48,13 @@ def preprocess_config(spec: ModelSpec, target: str) -> mc.ModelConfig:
     return cfg
 
 
-def engine_config(spec: ModelSpec, target: str, precision: str, num_classes: int) -> mc.ModelConfig:
-    """The network: ONNX Runtime on the cpu target, a TensorRT plan on the gpu target."""
+def engine_config(spec: ModelSpec, target: str, precision: str, num_classes: int,
+                  plan_file: str = "model.plan", compute_capability: str | None = None) -> mc.ModelConfig:
+    """The network: ONNX Runtime on the cpu target, a TensorRT plan on the gpu target.
+
+    A plan runs only on the GPU architecture it was built for: with `compute_capability` the
+    plan is listed in cc_model_filenames, so plans for several architectures can sit side by side.
+    """
     t = spec.triton
     cfg = mc.ModelConfig(
         name=layout.engine_model(spec.name, precision),
@@ -63,7 +68,9 @@ def engine_config(spec: ModelSpec, target: str, precision: str, num_classes: int
     )
     if target == "gpu":
         cfg.platform = "tensorrt_plan"
-        cfg.default_model_filename = "model.plan"
+        cfg.default_model_filename = plan_file
+        if compute_capability:
+            cfg.cc_model_filenames[compute_capability] = plan_file
     else:
         cfg.platform = "onnxruntime_onnx"
         cfg.default_model_filename = "model.onnx"

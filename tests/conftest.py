@@ -1,0 +1,50 @@
+"""Shared fixtures: one real build of the built-in demo per test session.
+
+The build uses the default spec (build.toml), so the session also checks what the README's
+first command produces; output and cache live in a temporary folder, never in the checkout.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def build_cache(tmp_path_factory) -> Path:
+    """A fresh stage cache, or TOOLKIT_TEST_CACHE's folder for quick local reruns (CI leaves it unset)."""
+    if os.environ.get("TOOLKIT_TEST_CACHE"):
+        return Path(os.environ["TOOLKIT_TEST_CACHE"]).resolve()
+    return tmp_path_factory.mktemp("build-cache")
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory, build_cache) -> Path:
+    """Output folder of a full demo build: cpu/, gpu/ (no plans here), source/, manifest.json."""
+    from builders.build import build
+    from builders.spec import load_spec
+
+    out = tmp_path_factory.mktemp("built") / "model_repository"
+    spec = load_spec(ROOT / "build.toml").model_copy(update={"output": out})
+    build(spec, cache_dir=build_cache, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def manifest(built_repo) -> dict:
+    return json.loads((built_repo / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def val_images(manifest) -> list[tuple[bytes, int]]:
+    """(encoded JPEG, class index) for the demo's validation split."""
+    from builders.datasets import load_image_folder
+
+    images = load_image_folder(Path(manifest["models"]["digits"]["data"]["val"]))
+    return [(f.read_bytes(), t) for f, t in zip(images.files, images.targets)]

@@ -1,0 +1,311 @@
+"""The builder: spec validation, ONNX parity, Q/DQ structure, calibration cache, DALI parity,
+generated configs and ensemble wiring, caching and the atomic repository write."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from builders import layout
+from builders.spec import SpecError, load_spec, parse_spec
+from builders.triton_config import read_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+# --- spec -----------------------------------------------------------------------------------------
+
+def _spec_error(data: dict) -> str:
+    with pytest.raises(SpecError) as err:
+        parse_spec(data)
+    return str(err.value)
+
+
+def test_default_spec_is_the_demo():
+    spec = load_spec(ROOT / "build.toml")
+    (m,) = spec.models
+    assert (m.name, m.source.kind, m.source.arch, m.input.crop) == ("digits", "demo", "mobilenet_v3_small", 32)
+    assert set(spec.targets) == {"cpu", "gpu"} and set(m.precisions) == set(PRECISIONS)
+
+
+def test_unknown_field_is_named():
+    msg = _spec_error({"models": [{"precison": ["fp32"]}]})
+    assert "models.0.precison" in msg and "Extra inputs are not permitted" in msg
+
+
+def test_wrong_value_names_field_value_and_allowed():
+    msg = _spec_error({"models": [{"calibration": {"method": "kl"}}]})
+    assert "models.0.calibration.method" in msg and "'kl'" in msg
+    assert "entropy" in msg and "percentile" in msg
+
+
+def test_cross_field_rules():
+    assert "crop" in _spec_error({"models": [{"input": {"resize": 32, "crop": 64}}]})
+    assert "fp32" in _spec_error({"models": [{"precisions": ["int8"]}]})
+    assert "preferred_batch_sizes" in _spec_error({"models": [{"triton": {"max_batch_size": 8}}]})
+    assert "unique" in _spec_error({"models": [{"name": "a"}, {"name": "a"}]})
+    assert "checkpoint" in _spec_error({"models": [{"source": {"kind": "torchvision"}}]})
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("models = [\n")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="not found"):
+        load_spec(tmp_path / "missing.toml")
+
+
+def test_cli_spec_error_writes_nothing(tmp_path):
+    spec = tmp_path / "spec.toml"
+    out = tmp_path / "repo"
+    spec.write_text(f'output = "{out}"\n[[models]]\nname = "x"\n[models.input]\ncrop = 99\n')
+    proc = subprocess.run([sys.executable, str(ROOT / "builders" / "build_all.py"), "--spec", str(spec),
+                           "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "models.0.input" in proc.stdout and "crop" in proc.stdout
+    assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_help_documents_every_flag():
+    proc = subprocess.run([sys.executable, str(ROOT / "builders" / "build_all.py"), "--help"],
+                          capture_output=True, text=True, check=True)
+    for flag in ("--spec", "--target", "--precision", "--model", "--output", "--force", "--verbose",
+                 "--cache-dir", "--engine-builder"):
+        assert flag in proc.stdout
+
+
+# --- the demo build ---------------------------------------------------------------------------
+
+def test_demo_meets_accuracy_targets(manifest):
+    m = manifest["models"]["digits"]
+    fp32 = m["precisions"]["fp32"]["accuracy"]
+    assert m["export"]["pytorch_accuracy"] >= 0.90
+    assert fp32 >= 0.90
+    assert abs(m["precisions"]["int8"]["accuracy"] - fp32) <= 0.01
+
+
+def test_onnx_matches_pytorch(manifest):
+    exp = manifest["models"]["digits"]["export"]
+    assert exp["max_abs_diff"] < 1e-3
+    assert exp["top1_agreement"] == 1.0
+
+
+def test_fp32_onnx_interface(built_repo):
+    model = onnx.load(built_repo / "cpu" / layout.engine_model("digits", "fp32") / "1" / "model.onnx")
+    assert model.opset_import[0].version >= 17
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert (inp.name, out.name) == (layout.ENGINE_INPUT, layout.ENGINE_OUTPUT)
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value  # dynamic batch
+    assert [d.dim_value for d in dims[1:]] == [3, 32, 32]
+
+
+def test_fp16_keeps_fp32_io(built_repo):
+    model = onnx.load(built_repo / "cpu" / layout.engine_model("digits", "fp16") / "1" / "model.onnx")
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+
+
+def test_int8_qdq_is_what_tensorrt_takes(built_repo):
+    model = onnx.load(built_repo / "cpu" / layout.engine_model("digits", "int8") / "1" / "model.onnx")
+    assert model.opset_import[0].version >= 13
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert not ops & {"DynamicQuantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"}
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert zero_points and all(np.all(z == 0) and z.dtype == np.int8 for z in zero_points)
+    scales = [inits[n.input[1]] for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert all(np.all(s > 0) for s in scales)
+    # Conv weights: per output channel on axis 0; activations: per tensor.
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    per_channel = 0
+    for n in model.graph.node:
+        if n.op_type != "DequantizeLinear" or n.output[0] not in conv_weights:
+            continue
+        w = inits[n.input[0]]
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        assert axis == 0 and inits[n.input[1]].shape == (w.shape[0],)
+        per_channel += 1
+    assert per_channel > 10
+    from builders.engine import check_onnx_for_tensorrt
+
+    assert check_onnx_for_tensorrt(built_repo / "cpu" / layout.engine_model("digits", "int8") / "1" / "model.onnx",
+                                   "int8") == []
+
+
+def test_manifest_records_versions_hashes_and_figures(manifest, built_repo):
+    assert {"torch", "onnx", "onnxruntime", "nvidia-dali-cuda130"} <= set(manifest["tools"])
+    assert all(manifest["tools"][k] for k in ("torch", "onnx", "onnxruntime", "nvidia-dali-cuda130"))
+    from builders.stages import hash_path
+
+    present = {p: r for p, r in manifest["artifacts"].items() if "missing" not in r}
+    assert len(present) == 5  # cpu: dali + 3 onnx; gpu: dali (plans need a GPU)
+    for path, rec in present.items():
+        assert hash_path(built_repo / path) == rec["sha256"]
+    for p in PRECISIONS:
+        ev = manifest["models"]["digits"]["precisions"][p]
+        assert ev["runnable"] and 0 <= ev["top1_agreement_fp32"] <= 1
+    assert "docker compose" in manifest["models"]["digits"]["tensorrt"]["status"]
+
+
+# --- DALI -----------------------------------------------------------------------------------------
+
+def test_dali_cpu_matches_reference(built_repo, val_images, manifest):
+    from builders.preprocess import CpuPreprocessor, pad_batch, parity_tolerance, reference_preprocess
+    from builders.spec import Input
+
+    pre = manifest["models"]["digits"]["preprocessing"]
+    assert pre["within_tolerance"] and pre["images"] == len(val_images)
+    inp = Input(**manifest["models"]["digits"]["input"])
+    dali = CpuPreprocessor(built_repo / "cpu" / layout.preprocess_model("digits") / "1" / "model.dali")
+    encoded = [e for e, _ in val_images[:16]]
+    padded = dali(list(pad_batch(encoded)))
+    ragged = dali([np.frombuffer(e, np.uint8) for e in encoded])
+    ref = np.stack([reference_preprocess(e, inp) for e in encoded])
+    assert padded.shape == (16, 3, 32, 32) and padded.dtype == np.float32
+    assert np.array_equal(padded, ragged)  # zero padding changes nothing
+    assert np.abs(padded - ref).max() <= parity_tolerance(inp)
+    assert np.abs(padded - ref).mean() < 0.02
+
+
+def test_gpu_pipeline_is_serialized_with_mixed_decoder(built_repo):
+    gpu = (built_repo / "gpu" / layout.preprocess_model("digits") / "1" / "model.dali").read_bytes()
+    cpu = (built_repo / "cpu" / layout.preprocess_model("digits") / "1" / "model.dali").read_bytes()
+    assert b"mixed" in gpu and b"mixed" not in cpu
+
+
+# --- configs and ensembles ---------------------------------------------------------------------
+
+def _configs(target_dir: Path) -> dict:
+    return {p.parent.name: read_config(p) for p in target_dir.glob("*/config.pbtxt")}
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_configs_parse_and_ensembles_are_wired(built_repo, target):
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfgs = _configs(built_repo / target)
+    assert set(cfgs) == {layout.preprocess_model("digits")} | {
+        f(p) for p in PRECISIONS for f in (lambda p: layout.engine_model("digits", p),
+                                           lambda p: layout.ensemble_model("digits", p))}
+    pre = cfgs[layout.preprocess_model("digits")]
+    kind = mc.ModelInstanceGroup.KIND_GPU if target == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+    assert pre.backend == "dali" and pre.instance_group[0].kind == kind
+    for name, cfg in cfgs.items():
+        assert cfg.name == name
+        if cfg.platform != "ensemble":
+            continue
+        assert (cfg.input[0].data_type, list(cfg.input[0].dims)) == (mc.TYPE_UINT8, [-1])
+        assert cfg.output[0].label_filename and (built_repo / target / name / cfg.output[0].label_filename).is_file()
+        assert (built_repo / target / name / "1").is_dir()
+        produced = {i.name: (i.data_type, list(i.dims)) for i in cfg.input}
+        for step in cfg.ensemble_scheduling.step:
+            sub = cfgs[step.model_name]
+            assert cfg.max_batch_size <= sub.max_batch_size
+            sub_in = {i.name: (i.data_type, list(i.dims)) for i in sub.input}
+            sub_out = {o.name: (o.data_type, list(o.dims)) for o in sub.output}
+            assert set(step.input_map) == set(sub_in)
+            for sub_name, ens_name in step.input_map.items():
+                assert produced[ens_name] == sub_in[sub_name], (name, step.model_name, sub_name)
+            assert set(step.output_map) <= set(sub_out)
+            for sub_name, ens_name in step.output_map.items():
+                produced[ens_name] = sub_out[sub_name]
+        for out in cfg.output:
+            assert produced[out.name] == (out.data_type, list(out.dims))
+    engine = cfgs[layout.engine_model("digits", "int8")]
+    assert engine.platform == ("tensorrt_plan" if target == "gpu" else "onnxruntime_onnx")
+
+
+def test_labels_file_has_one_line_per_class(built_repo, manifest):
+    labels = (built_repo / "cpu" / layout.ensemble_model("digits", "fp32") / layout.LABELS_FILE).read_text().split()
+    assert labels == manifest["models"]["digits"]["labels"] and len(labels) == 10
+
+
+# --- caching and atomic writes ----------------------------------------------------------------
+
+def _small_spec(out: Path):
+    return load_spec(ROOT / "build.toml").model_copy(update={"output": out, "targets": ("cpu",)})
+
+
+def test_unchanged_rebuild_is_cached_and_does_not_recalibrate(built_repo, build_cache, tmp_path, monkeypatch):
+    from builders import precision
+    from builders.build import build
+
+    def no_calibration(*a, **k):
+        raise AssertionError("recalibrated although the calibration cache holds this model, data and method")
+
+    monkeypatch.setattr(precision, "calibrate", no_calibration)
+    result = build(_small_spec(tmp_path / "repo"), cache_dir=build_cache, quiet=True)
+    assert all(r.cached for r in result.records)
+    # --force reruns every stage, but calibration ranges still come from the cache file.
+    forced = build(_small_spec(tmp_path / "repo"), cache_dir=build_cache, force=True, quiet=True)
+    assert not any(r.cached for r in forced.records)
+    assert "(reused)" in forced.manifest["models"]["digits"]["precisions"]["int8"]["notes"]
+
+
+def test_failed_build_leaves_previous_repository(built_repo, build_cache, tmp_path, monkeypatch):
+    from builders import build as build_module
+    from builders.build import BuildError, build
+
+    out = tmp_path / "repo"
+    build(_small_spec(out), cache_dir=build_cache, quiet=True)
+    before = (out / "manifest.json").read_bytes()
+
+    calls = []
+
+    def half_then_fail(root, target, b, plans, cc=None):
+        calls.append(target)
+        (root / target / "half-written").mkdir(parents=True)
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(build_module, "write_target", half_then_fail)
+    with pytest.raises(BuildError, match="disk full"):
+        build(_small_spec(out), cache_dir=build_cache, quiet=True)
+    assert calls and (out / "manifest.json").read_bytes() == before
+    assert not (out / "cpu" / "half-written").exists()
+    assert not out.with_name("repo.staging").exists()
+
+
+def test_killed_build_leaves_previous_repository(built_repo, build_cache, tmp_path):
+    import shutil
+    import signal
+    import time
+
+    out = tmp_path / "repo"
+    shutil.copytree(built_repo, out)
+    before = (out / "manifest.json").read_bytes()
+    spec = tmp_path / "spec.toml"
+    # A fresh cache forces real work (data, training), during which the build is killed.
+    spec.write_text(f'output = "{out}"\ntargets = ["cpu"]\n[[models]]\nname = "digits"\n')
+    proc = subprocess.Popen([sys.executable, str(ROOT / "builders" / "build_all.py"), "--spec", str(spec),
+                             "--cache-dir", str(tmp_path / "fresh-cache"), "-q"])
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((tmp_path / "fresh-cache").glob("train/*.partial")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "manifest.json").read_bytes() == before
+    assert (out / "cpu" / layout.ensemble_model("digits", "int8") / "config.pbtxt").is_file()
+
+
+def test_interrupted_swap_is_recovered(tmp_path):
+    from builders.repository import previous_dir, recover, staging_dir
+
+    out = tmp_path / "model_repository"
+    previous_dir(out).mkdir(parents=True)
+    (previous_dir(out) / "manifest.json").write_text("{}")
+    staging_dir(out).mkdir()
+    recover(out)  # killed after `output -> previous`, before `staging -> output`
+    assert json.loads((out / "manifest.json").read_text()) == {}
+    assert not previous_dir(out).exists() and not staging_dir(out).exists()

@@ -1,0 +1,230 @@
+"""The clients end to end against a real local Triton server (serving.local_server) on the builder's
+repository: infer, verify and a short bench through their main(argv); request counts against the
+server's statistics; errors for a wrong URL and a stopped server; sync and asyncio, HTTP and gRPC,
+with and without shared memory giving the same answers.
+
+One server per module (free ports). The repository is the session's `built_repo` (tests/conftest.py,
+a full demo build); CLIENTS_TEST_REPOSITORY=<folder with cpu/ and manifest.json> uses an existing
+build instead (e.g. model_repository/ while developing, to skip the several-minute build).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from builders import layout
+from builders.datasets import load_image_folder
+from serving.local_server import LocalTritonServer, free_port
+
+pytestmark = pytest.mark.server
+
+pytest.importorskip("tritonclient.http")
+pytest.importorskip("tritonclient.grpc")
+
+from clients.triton import (AsyncTritonClient, BatchTooLarge, ServerUnavailable, TritonClient,  # noqa: E402
+                            UnknownModel)
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def repo_root(request) -> Path:
+    override = os.environ.get("CLIENTS_TEST_REPOSITORY")
+    if override:
+        return Path(override).resolve()
+    return Path(request.getfixturevalue("built_repo"))
+
+
+@pytest.fixture(scope="module")
+def manifest_path(repo_root) -> Path:
+    return repo_root / layout.MANIFEST_FILE
+
+
+@pytest.fixture(scope="module")
+def manifest(manifest_path) -> dict:
+    return json.loads(manifest_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def name(manifest) -> str:
+    return sorted(manifest["models"])[0]
+
+
+@pytest.fixture(scope="module")
+def val(manifest, name):
+    return load_image_folder(Path(manifest["models"][name]["data"]["val"]))
+
+
+@pytest.fixture(scope="module")
+def server(repo_root):
+    with LocalTritonServer(repo_root / "cpu", http_port=free_port(), grpc_port=free_port(),
+                           metrics_port=free_port(), timeout_s=180) as srv:
+        yield srv
+
+
+def _urls(server) -> dict[str, str]:
+    return {"http": server.http_url, "grpc": server.grpc_url}
+
+
+def _conn(server, protocol: str = "http") -> list[str]:
+    return ["--url", _urls(server)[protocol], "--protocol", protocol]
+
+
+# --- library ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_sync_async_and_shared_memory_agree(server, name, val, protocol):
+    url = _urls(server)[protocol]
+    images = val.encoded(12)
+    model = layout.ensemble_model(name, "fp32")
+    with TritonClient(url, protocol) as client:
+        sync = client.infer(model, images, top_k=3)
+    with TritonClient(url, protocol, shared_memory=True) as client:
+        shm = client.infer(model, images, top_k=3)
+        shm_bigger = client.infer(model, val.encoded(40), top_k=0)   # grows and re-registers the regions
+
+    async def go():
+        async with AsyncTritonClient(url, protocol) as client:
+            return await client.infer(model, images, top_k=3), await client.infer_many(model, images, batch_size=5)
+    aio, aio_many = asyncio.run(go())
+
+    assert sync.logits.shape == (12, len(val.classes))
+    # The same request (same batch) gives the same numbers, however it is sent.
+    for other in (shm.logits, aio.logits, aio_many.logits, shm_bigger.logits[:12]):
+        np.testing.assert_allclose(other, sync.logits, rtol=1e-5, atol=1e-5)
+    assert [[t.label for t in row] for row in aio.top_k] == [[t.label for t in row] for row in sync.top_k]
+    assert [[t.label for t in row] for row in shm.top_k] == [[t.label for t in row] for row in sync.top_k]
+    # Labels come from the server's labels.txt and rank by logit.
+    assert sync.top1() == [val.classes[i] for i in sync.logits.argmax(1)]
+
+
+def test_errors_say_what_to_do(server, name, val):
+    with TritonClient(server.http_url, "http") as client:
+        with pytest.raises(UnknownModel) as err:
+            client.infer(f"{name}_nope", val.encoded(1))
+        assert layout.ensemble_model(name, "fp32") in str(err.value)          # lists what is there
+        limit = client.model_info(layout.ensemble_model(name, "fp32")).max_batch_size
+        many = (val.encoded(limit + 1) * 2)[: limit + 1]
+        with pytest.raises(BatchTooLarge, match=f"max_batch_size={limit}"):
+            client.infer(layout.ensemble_model(name, "fp32"), many)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_wrong_url_fails_clearly_within_timeout(val, protocol):
+    url = f"127.0.0.1:{free_port()}"   # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(ServerUnavailable) as err:
+        TritonClient(url, protocol, timeout_s=3).infer("digits_fp32", val.encoded(1))
+    assert time.monotonic() - start < 3 + 2
+    assert url in str(err.value) and "serving.local_server" in str(err.value)
+
+    async def go():
+        client = AsyncTritonClient(url, protocol, timeout_s=3)
+        try:
+            await client.infer("digits_fp32", val.encoded(1))
+        finally:
+            await client.close()
+    start = time.monotonic()
+    with pytest.raises(ServerUnavailable, match="cannot reach"):
+        asyncio.run(go())
+    assert time.monotonic() - start < 3 + 2
+
+
+def test_infer_cli_wrong_url_exit_code(val, capsys):
+    from clients import infer
+
+    rc = infer.main([str(val.files[0]), "--url", f"127.0.0.1:{free_port()}", "--timeout", "2"])
+    assert rc == 2
+    assert "cannot reach a Triton server" in capsys.readouterr().err
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_infer_cli(server, val, tmp_path, protocol, capsys):
+    from clients import infer
+
+    out = tmp_path / "pred.json"
+    folder = val.root / val.classes[1]
+    rc = infer.main([str(folder), *_conn(server, protocol), "--precision", "fp16", "--top-k", "2",
+                     "--batch-size", "4", "--json", str(out)])
+    assert rc == 0, capsys.readouterr()
+    preds = json.loads(out.read_text())["predictions"]
+    assert len(preds) == len(list(folder.glob("*.jpg"))) and all(len(p["top_k"]) == 2 for p in preds)
+    hits = sum(p["top_k"][0]["label"] == val.classes[1] for p in preds)
+    assert hits >= 0.8 * len(preds)   # the demo model is ~97 % accurate
+    assert "top-1" in capsys.readouterr().out
+
+
+def test_verify_passes_with_defaults(server, manifest_path, tmp_path, capsys):
+    from clients import verify
+
+    out = tmp_path / "verify.json"
+    rc = verify.main([*_conn(server, "http"), "--manifest", str(manifest_path), "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert rc == 0, capsys.readouterr().out
+    assert report["verdict"] == "PASS"
+    assert {r["precision"] for r in report["results"]} == {"fp32", "fp16", "int8"}
+    fp32 = next(r for r in report["results"] if r["precision"] == "fp32")
+    assert fp32["top1_agreement"] == 1.0 and fp32["max_abs_diff"] < 1e-3
+    assert report["server"]["version"]   # the server's Triton version is reported
+    assert "onnxruntime" in report["tensorrt"][fp32["model"]]
+
+
+def test_verify_fails_on_impossible_threshold(server, manifest_path, capsys):
+    from clients import verify
+
+    rc = verify.main([*_conn(server, "grpc"), "--manifest", str(manifest_path), "--limit", "24",
+                      "--precision", "fp32", "--max-abs-diff", "fp32=0", "--min-agreement", "1.01"])
+    assert rc == 1
+    assert "top-1 agreement" in capsys.readouterr().out
+
+
+def test_bench_short_run_matches_server_statistics(server, manifest_path, name, tmp_path, capsys):
+    from clients import bench
+
+    model = layout.ensemble_model(name, "fp32")
+    with TritonClient(server.http_url) as stats:
+        before = stats.statistics()
+        rc = bench.main(["--url", server.http_url, "--grpc-url", server.grpc_url, "--manifest", str(manifest_path),
+                         "--precision", "fp32", "--batch-size", "1", "--batch-size", "4", "--window", "0.3",
+                         "--max-windows", "4", "--images", "64", "--out", str(tmp_path)])
+        after = stats.statistics()
+    assert rc == 0, capsys.readouterr()
+    report = json.loads((tmp_path / "bench.json").read_text())
+    points = report["points"]
+    assert {(p["protocol"], p["batch_size"]) for p in points} == {(pr, b) for pr in ("http", "grpc") for b in (1, 4)}
+    for p in points:
+        assert p["client_requests"] == p["server_requests"] > 0
+        assert p["images_per_s"] > 0 and p["latency_ms"]["p50"] <= p["latency_ms"]["p99"]
+        assert set(p["server_breakdown_us"]) == {layout.preprocess_model(name), layout.engine_model(name, "fp32")}
+        assert p["bottleneck"]
+    # Independently of the bench's own bookkeeping: the server counted every request it sent
+    # (one warm-up request per point comes on top, taken before the bench's own counting starts).
+    delta = after[model]["success_count"] - before[model]["success_count"]
+    assert delta == sum(p["client_requests"] for p in points) + len(points)
+    images = after[model]["inference_count"] - before[model]["inference_count"]
+    assert images == sum((p["client_requests"] + 1) * p["batch_size"] for p in points)
+    pre = report["preprocessing"]
+    assert pre["dali_images_per_s"] > 0 and pre["pil_images_per_s"] > 0
+    for f in ("bench.csv", "throughput_vs_batch.png", "latency_vs_throughput.png"):
+        assert (tmp_path / f).stat().st_size > 0
+
+
+def test_stopped_server_fails_clearly(server, name, val):
+    """Last in the module: it stops the module's server."""
+    model = layout.ensemble_model(name, "fp32")
+    client = TritonClient(server.grpc_url, "grpc", timeout_s=3)
+    client.infer(model, val.encoded(1), top_k=0)   # connected and working
+    server.stop()
+    start = time.monotonic()
+    with pytest.raises(ServerUnavailable, match=server.grpc_url):
+        client.infer(model, val.encoded(1), top_k=0)
+    assert time.monotonic() - start < 3 + 2
+    client.close()
