@@ -101,6 +101,35 @@ def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict) -> dict:
     }
 
 
+def _carry_over(output: Path, staging: Path, spec: BuildSpec, artifacts: dict, models: dict) -> None:
+    """Keep what this build did not touch: a `--target gpu` build keeps the previous cpu/
+    repository, a `--model a` build keeps model b, each with its manifest records."""
+    try:
+        old = json.loads((output / layout.MANIFEST_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return
+    built = {m.name for m in spec.models}
+    for path, rec in old.get("artifacts", {}).items():
+        if rec.get("target") in spec.targets and rec.get("model") in built:
+            continue
+        model_dir = Path(path).parts[:2]  # <target>/<triton model>
+        src, dst = output.joinpath(*model_dir), staging.joinpath(*model_dir)
+        if src.is_dir() and not dst.exists():
+            shutil.copytree(src, dst)
+        artifacts.setdefault(path, rec)
+        # The ensembles that call a carried engine model have no artifact of their own.
+        if rec.get("precision"):
+            ens = layout.ensemble_model(rec["model"], rec["precision"])
+            if (output / model_dir[0] / ens).is_dir() and not (staging / model_dir[0] / ens).exists():
+                shutil.copytree(output / model_dir[0] / ens, staging / model_dir[0] / ens)
+        if rec.get("model") not in built and rec.get("model") in old.get("models", {}):
+            models.setdefault(rec["model"], old["models"][rec["model"]])
+            source = old["models"][rec["model"]].get("checkpoint")
+            if source and (output / source).is_file() and not (staging / source).exists():
+                (staging / source).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(output / source, staging / source)
+
+
 def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = False) -> BuildResult:
     from builders.report import progress_factory
 
@@ -129,9 +158,10 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
             models_manifest[b.spec.name] = _model_manifest(b, status, info)
             if b.checkpoint:
                 models_manifest[b.spec.name]["checkpoint"] = f"source/{b.spec.name}.pt"
+        _carry_over(output, staging, spec, artifacts, models_manifest)
         manifest = {
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "targets": list(spec.targets),
+            "targets": sorted({a["target"] for a in artifacts.values()}),
             "tools": tool_versions(),
             "models": models_manifest,
             "artifacts": artifacts,

@@ -239,6 +239,8 @@ def _small_spec(out: Path):
 
 
 def test_unchanged_rebuild_is_cached_and_does_not_recalibrate(built_repo, build_cache, tmp_path, monkeypatch):
+    import shutil
+
     from builders import precision
     from builders.build import build
 
@@ -248,10 +250,12 @@ def test_unchanged_rebuild_is_cached_and_does_not_recalibrate(built_repo, build_
     monkeypatch.setattr(precision, "calibrate", no_calibration)
     result = build(_small_spec(tmp_path / "repo"), cache_dir=build_cache, quiet=True)
     assert all(r.cached for r in result.records)
-    # --force reruns every stage, but calibration ranges still come from the cache file.
-    forced = build(_small_spec(tmp_path / "repo"), cache_dir=build_cache, force=True, quiet=True)
-    assert not any(r.cached for r in forced.records)
-    assert "(reused)" in forced.manifest["models"]["digits"]["precisions"]["int8"]["notes"]
+    # Without its stage entry the int8 variant is rebuilt, but the ranges come from the cache file.
+    shutil.rmtree(build_cache / "int8")
+    rebuilt = build(_small_spec(tmp_path / "repo"), cache_dir=build_cache, quiet=True)
+    rerun = [r.name for r in rebuilt.records if not r.cached]
+    assert "int8[digits]" in rerun and set(rerun) <= {"int8[digits]", "evaluate[digits/int8]"}
+    assert "(reused)" in rebuilt.manifest["models"]["digits"]["precisions"]["int8"]["notes"]
 
 
 def test_failed_build_leaves_previous_repository(built_repo, build_cache, tmp_path, monkeypatch):
@@ -309,3 +313,18 @@ def test_interrupted_swap_is_recovered(tmp_path):
     recover(out)  # killed after `output -> previous`, before `staging -> output`
     assert json.loads((out / "manifest.json").read_text()) == {}
     assert not previous_dir(out).exists() and not staging_dir(out).exists()
+
+
+def test_building_one_target_keeps_the_other(built_repo, build_cache, tmp_path):
+    import shutil
+
+    from builders.build import build
+
+    out = tmp_path / "repo"
+    shutil.copytree(built_repo, out)
+    result = build(_small_spec(out), cache_dir=build_cache, quiet=True)  # targets = cpu only
+    gpu_ensemble = out / "gpu" / layout.ensemble_model("digits", "int8") / "config.pbtxt"
+    assert gpu_ensemble.is_file()
+    assert (out / "gpu" / layout.preprocess_model("digits") / "1" / "model.dali").is_file()
+    assert set(result.manifest["targets"]) == {"cpu", "gpu"}
+    assert any(r["target"] == "gpu" for r in result.manifest["artifacts"].values())

@@ -73,7 +73,7 @@ def model_name(repo) -> str:
 
 
 @pytest.fixture(scope="module")
-def manifest(repo_root) -> dict:
+def repo_manifest(repo_root) -> dict:
     path = repo_root / layout.MANIFEST_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -179,8 +179,8 @@ def _manifest_note(manifest, precision) -> str:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_logits_match_in_process(server, local, repo, model_name, manifest, images, max_batch, protocol, precision):
-    _precision_available(repo, model_name, manifest, precision)
+def test_logits_match_in_process(server, local, repo, model_name, repo_manifest, images, max_batch, protocol, precision):
+    _precision_available(repo, model_name, repo_manifest, precision)
     model = layout.ensemble_model(model_name, precision)
     for size in (1, max_batch):
         encoded = [b for b, _ in images[:size]]
