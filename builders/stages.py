@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any, Callable, Generic, TypeVar
 from pydantic import BaseModel
 
 O = TypeVar("O")
+log = logging.getLogger("builders.stages")
 
 
 def hash_path(path: Path) -> str:
@@ -97,8 +99,10 @@ class Stage(Generic[O]):
         if not ctx.force and record.is_file():
             out = self._load(record, final)
             if out is not None:
+                log.info("%s: cached (%s)", shown, key)
                 ctx.records.append(StageRecord(shown, key, time.perf_counter() - start, True))
                 return out
+        log.info("%s: running -> %s", shown, final)
         partial = final.with_name(key + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -108,6 +112,7 @@ class Stage(Generic[O]):
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
         ctx.records.append(StageRecord(shown, key, time.perf_counter() - start, False))
+        log.info("%s: done in %.1fs", shown, ctx.records[-1].seconds)
         return self._load(final / "output.json", final)
 
     def _dump(self, out: O, workdir: Path) -> dict:
