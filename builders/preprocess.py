@@ -38,7 +38,7 @@ def build_pipeline(inp: Input, device: str, batch_size: int, num_threads: int = 
     fn, pipeline_def, types = _dali()
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
-                  prefetch_queue_depth=1, exec_dynamic=True)
+                  prefetch_queue_depth=1)
     def preprocess():
         encoded = fn.external_source(name=DALI_INPUT, dtype=types.UINT8, ndim=1, no_copy=True)
         if device == "gpu":

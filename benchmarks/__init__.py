@@ -1,0 +1,1 @@
+"""Benchmarks that are run by hand (not by CI); see docs/gpu_preprocess.md."""
