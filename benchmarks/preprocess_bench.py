@@ -62,6 +62,11 @@ def parse_args(argv=None):
     p.add_argument("--thread-counts", type=_csv(int), default=[1, 2, 4, 8])
     p.add_argument("--instances", type=_csv(int), default=[1, 2, 3, 4],
                    help="concurrent DALI GPU pipelines (Triton instance count of the DALI model)")
+    p.add_argument("--grid-loads", type=_csv(float), default=[], help="extra DALI GPU grid: hw_decoder_load values")
+    p.add_argument("--grid-batches", type=_csv(int), default=[], help="extra DALI GPU grid: batch sizes")
+    p.add_argument("--grid-threads", type=_csv(int), default=[], help="extra DALI GPU grid: num_threads values")
+    p.add_argument("--grid-instances", type=_csv(int), default=[1], help="extra DALI GPU grid: instance counts")
+    p.add_argument("--no-sweep", action="store_true", help="skip the one-factor DALI GPU sweeps (grid only)")
     p.add_argument("--cpu-threads", type=_csv(int), default=sorted({min(2, cpus), cpus}),
                    help="DALI CPU num_threads rows")
     p.add_argument("--workers", type=_csv(int), default=sorted({max(1, cpus // 2), cpus}),
@@ -339,20 +344,26 @@ def run(args) -> dict:
     ok, why = dali_gpu_support() if "dali_gpu" not in args.skip else (False, "skipped by --skip")
     if ok:
         console.print("[bold]DALI GPU[/] (output stays on the GPU)")
-        best = max((dali_row("gpu", load, args.batch, args.threads, 1, " (hw_decoder_load)")
-                    for load in args.hw_loads), key=lambda r: r["img_s"])
-        load = best["hw_decoder_load"]
-        for b in args.batch_sizes:
-            if b != args.batch:
-                dali_row("gpu", load, b, args.threads, 1, " (batch)")
-        for t in args.thread_counts:
-            if t != args.threads:
-                dali_row("gpu", load, args.batch, t, 1, " (threads)")
-        for k in args.instances:
-            if k != 1:
-                dali_row("gpu", load, args.batch, args.threads, k, " (instances)")
-        dali_row("gpu", defaults.hw_decoder_load, defaults.max_batch_size, defaults.dali_num_threads,
-                 defaults.gpu_instances, " (spec defaults)")
+        if not args.no_sweep:
+            best = max((dali_row("gpu", load, args.batch, args.threads, 1, " (hw_decoder_load)")
+                        for load in args.hw_loads), key=lambda r: r["img_s"])
+            load = best["hw_decoder_load"]
+            for b in args.batch_sizes:
+                if b != args.batch:
+                    dali_row("gpu", load, b, args.threads, 1, " (batch)")
+            for t in args.thread_counts:
+                if t != args.threads:
+                    dali_row("gpu", load, args.batch, t, 1, " (threads)")
+            for k in args.instances:
+                if k != 1:
+                    dali_row("gpu", load, args.batch, args.threads, k, " (instances)")
+            dali_row("gpu", defaults.hw_decoder_load, defaults.max_batch_size, defaults.dali_num_threads,
+                     defaults.gpu_instances, " (spec defaults)")
+        for load in args.grid_loads:
+            for b in args.grid_batches or [args.batch]:
+                for t in args.grid_threads or [args.threads]:
+                    for k in args.grid_instances:
+                        dali_row("gpu", load, b, t, k, " (grid)")
     else:
         skipped.append({"backend": "DALI GPU", "reason": why})
         console.print(f"[yellow]DALI GPU skipped[/]: {why}")

@@ -9,11 +9,15 @@ server's DALI stand-in (serving/backends/dali/model.py) with a KIND_GPU instance
 Skipped, with the reason, where there is no CUDA GPU or DALI cannot run a GPU pipeline (CI).
 Set GPU_TEST_REPORT=<file.json> to keep the measured GPU-vs-CPU differences.
 
-Tolerance (GPU vs CPU variant, normalized units, i.e. after (x/255 - mean)/std): the two
-variants differ only in the JPEG decoder (nvJPEG hardware/CUDA vs libjpeg-turbo: IDCT rounding
-and chroma upsampling), resize and normalize run the same algorithms. Allowed: max abs 0.35
-(about 20 pixel levels, at sharp colour edges) and mean abs 0.03 (about 1.7 levels). Measured
-figures are in docs/gpu_preprocess.md.
+Tolerance (GPU vs CPU variant, normalized units, i.e. after (x/255 - mean)/std; one pixel level
+is 1/(255*std) = 0.0175): resize and normalize run the same algorithms on both devices, so the
+difference is the JPEG decoder's (nvJPEG hardware/CUDA vs libjpeg-turbo). Where JPEG stores
+chroma at full resolution (4:4:4) and for grey content, they agree to IDCT rounding: at most
+2 levels per image. With subsampled chroma (4:2:0, 4:2:2: most photos) the chroma upsampling
+differs (libjpeg-turbo's "fancy" triangular filter vs nvJPEG's), which shows at sharp colour
+edges only: mean abs <= 1 level, 99th percentile <= 4 levels, max abs <= 48 levels. Measured on
+an H200 (docs/gpu_preprocess.md): mean 0.006, p99 0.035-0.052, max 0.38 (640x480 q90) and
+0.67 (320x240 q75 upscaled to 256); 4:4:4 and demo images max 0.0175 (one level).
 """
 from __future__ import annotations
 
@@ -35,8 +39,11 @@ from builders.spec import Input
 pytestmark = pytest.mark.gpu
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_ABS_TOL = 0.35
-MEAN_ABS_TOL = 0.03
+LEVEL = 1.0 / (255.0 * 0.224)        # one pixel level in normalized units (green channel's std)
+FULL_CHROMA_MAX_ABS = 2 * LEVEL       # 4:4:4 or grey images: per-image max abs
+MEAN_ABS_TOL = 1 * LEVEL              # whole batch
+P99_ABS_TOL = 4 * LEVEL
+MAX_ABS_TOL = 48 * LEVEL              # sharp colour edges of 4:2:0 / 4:2:2 images
 LARGE = Input(resize=256, crop=224)   # ImageNet-style preprocessing of 640x480 photos
 DEMO = Input(resize=36, crop=32)      # the built-in demo's (build.toml)
 _REPORT: list[dict] = []
@@ -83,11 +90,15 @@ def gpu():
     yield why
     if os.environ.get("GPU_TEST_REPORT"):
         Path(os.environ["GPU_TEST_REPORT"]).write_text(json.dumps(
-            {"gpu": why, "tolerance": {"max_abs": MAX_ABS_TOL, "mean_abs": MEAN_ABS_TOL}, "parity": _REPORT},
+            {"gpu": why, "tolerance": {"max_abs": MAX_ABS_TOL, "mean_abs": MEAN_ABS_TOL, "p99_abs": P99_ABS_TOL,
+                                       "full_chroma_max_abs": FULL_CHROMA_MAX_ABS}, "parity": _REPORT},
             indent=2))
 
 
 # --- images ---------------------------------------------------------------------------------------
+
+FULL_CHROMA_LARGE = [12, 13]   # the 4:4:4 images of large_jpegs
+
 
 @pytest.fixture(scope="module")
 def large_jpegs() -> list[bytes]:
@@ -109,11 +120,12 @@ def mixed_size_jpegs() -> list[bytes]:
 @pytest.fixture(scope="module")
 def demo_jpegs(tmp_path_factory) -> list[bytes]:
     """24 of the built-in demo's 48x48 digit JPEGs (written by the builder's dataset code, no training)."""
+    from builders.datasets import write_demo_dataset
+
     try:
-        from builders.datasets import write_demo_dataset
+        folder = write_demo_dataset(tmp_path_factory.mktemp("demo"))["val"]
     except ImportError as err:  # pragma: no cover - scikit-learn missing
         pytest.skip(f"the demo dataset needs scikit-learn: {err}")
-    folder = write_demo_dataset(tmp_path_factory.mktemp("demo"))["val"]
     return [f.read_bytes() for f in sorted(folder.rglob("*.jpg"))[:24]]
 
 
@@ -147,7 +159,8 @@ def _run(pipe, samples: list[np.ndarray]):
     return out, np.stack([np.asarray(host[i]) for i in range(len(samples))])
 
 
-def _compare(gpu_out: np.ndarray, cpu_out: np.ndarray, what: str) -> dict:
+def _compare(gpu_out: np.ndarray, cpu_out: np.ndarray, what: str, full_chroma=()) -> dict:
+    """Record and check GPU-vs-CPU differences; `full_chroma`: indices of 4:4:4 or grey images."""
     assert gpu_out.shape == cpu_out.shape, what
     diff = np.abs(gpu_out.astype(np.float64) - cpu_out.astype(np.float64))
     stats = {"case": what, "images": int(gpu_out.shape[0]), "shape": list(gpu_out.shape[1:]),
@@ -157,8 +170,13 @@ def _compare(gpu_out: np.ndarray, cpu_out: np.ndarray, what: str) -> dict:
     _REPORT.append(stats)
     print(f"\n{what}: max abs {stats['max_abs']:.4f}, mean abs {stats['mean_abs']:.5f}, "
           f"p99 {stats['p99_abs']:.4f} (normalized units)")
-    assert stats["max_abs"] <= MAX_ABS_TOL, f"{what}: GPU vs CPU max abs {stats['max_abs']:.4f} > {MAX_ABS_TOL}"
-    assert stats["mean_abs"] <= MEAN_ABS_TOL, f"{what}: GPU vs CPU mean abs {stats['mean_abs']:.5f} > {MEAN_ABS_TOL}"
+    assert stats["mean_abs"] <= MEAN_ABS_TOL, f"{what}: GPU vs CPU mean abs {stats['mean_abs']:.5f} > {MEAN_ABS_TOL:.4f}"
+    assert stats["p99_abs"] <= P99_ABS_TOL, f"{what}: GPU vs CPU p99 abs {stats['p99_abs']:.4f} > {P99_ABS_TOL:.4f}"
+    assert stats["max_abs"] <= MAX_ABS_TOL, f"{what}: GPU vs CPU max abs {stats['max_abs']:.4f} > {MAX_ABS_TOL:.4f}"
+    for i in full_chroma:
+        assert stats["per_image_max_abs"][i] <= FULL_CHROMA_MAX_ABS + 1e-4, (
+            f"{what}: image {i} (full-resolution chroma) differs by {stats['per_image_max_abs'][i]:.4f} > "
+            f"{FULL_CHROMA_MAX_ABS:.4f}")
     return stats
 
 
@@ -186,7 +204,7 @@ def test_gpu_matches_cpu_on_640x480_photos(tmp_path, large_jpegs, hw_decoder_loa
     samples = _samples(large_jpegs)
     _, g = _run(gpu_pipe, samples)
     _, c = _run(cpu_pipe, samples)
-    _compare(g, c, f"640x480 JPEG -> 224, hw_decoder_load {hw_decoder_load}")
+    _compare(g, c, f"640x480 JPEG -> 224, hw_decoder_load {hw_decoder_load}", full_chroma=FULL_CHROMA_LARGE)
 
 
 def test_gpu_matches_cpu_on_demo_images(tmp_path, demo_jpegs):
@@ -195,7 +213,7 @@ def test_gpu_matches_cpu_on_demo_images(tmp_path, demo_jpegs):
     _, g = _run(gpu_pipe, samples)
     _, c = _run(cpu_pipe, samples)
     assert g.shape == (len(demo_jpegs), 3, 32, 32)
-    _compare(g, c, "demo 48x48 JPEG -> 32")
+    _compare(g, c, "demo 48x48 JPEG -> 32", full_chroma=range(len(demo_jpegs)))  # grey digits
 
 
 def test_padded_batch_decodes_as_unpadded(tmp_path, large_jpegs):
@@ -219,7 +237,7 @@ def test_ragged_batch_of_different_sizes(tmp_path, mixed_size_jpegs):
     out, g = _run(gpu_pipe, samples)
     assert [tuple(out[i].shape()) for i in range(len(samples))] == [(3, 224, 224)] * len(samples)
     _, c = _run(cpu_pipe, samples)
-    _compare(g, c, "ragged batch of 7 sizes (257x300 .. 1024x768) -> 224")
+    _compare(g, c, "ragged batch of 7 sizes (257x300 .. 1024x768) -> 224", full_chroma=[6])
 
 
 def test_max_batch_size_as_on_cpu(tmp_path, large_jpegs):
