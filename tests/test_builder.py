@@ -371,3 +371,11 @@ def test_onnx_source(built_repo, manifest, tmp_path):
                    cache_dir=tmp_path / "cache", quiet=True)
     m = result.manifest["models"]["mine"]
     assert m["export"] is None and m["precisions"]["fp32"]["accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_built_variant_passes_the_tensorrt_onnx_checks(built_repo, precision):
+    from builders.engine import check_onnx_for_tensorrt
+
+    path = built_repo / "cpu" / layout.engine_model("digits", precision) / "1" / "model.onnx"
+    assert check_onnx_for_tensorrt(path, precision) == []
