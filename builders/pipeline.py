@@ -131,7 +131,7 @@ def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progres
 
     mbs = triton.max_batch_size
     cpu = serialize(inp, "cpu", mbs, workdir / "cpu" / "model.dali", num_threads=triton.dali_num_threads)
-    gpu = serialize(inp, "gpu", mbs, workdir / "gpu" / "model.dali", num_threads=triton.dali_num_threads,
+    gpu = serialize(inp, "gpu", mbs, workdir / "gpu" / "model.dali", num_threads=triton.dali_gpu_num_threads,
                     hw_decoder_load=triton.hw_decoder_load)
     images = load_image_folder(val)
     encoded = images.encoded()

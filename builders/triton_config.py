@@ -44,7 +44,8 @@ def preprocess_config(spec: ModelSpec, target: str) -> mc.ModelConfig:
         instance_group=_instances(target, spec),
         dynamic_batching=_dynamic_batching(spec),
     )
-    cfg.parameters["num_threads"].CopyFrom(_param(t.dali_num_threads))
+    threads = t.dali_gpu_num_threads if target == "gpu" else t.dali_num_threads
+    cfg.parameters["num_threads"].CopyFrom(_param(threads))
     return cfg
 
 
