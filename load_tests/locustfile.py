@@ -28,6 +28,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import weakref  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 # Workers of a distributed run may start from a plain checkout, without the project installed.
@@ -47,6 +48,8 @@ log = logging.getLogger("load_tests")
 
 # Filled in by the init event (per process); users read it.
 STATE: dict = {"scenario": None, "request_log": None}
+# gRPC clients not yet closed; closed at the end of the run if a user never got to on_stop.
+_open_grpc_clients: "weakref.WeakSet" = weakref.WeakSet()
 _user_ids = itertools.count()
 
 
@@ -87,7 +90,9 @@ def _on_init(environment, runner=None, **_kw):
         sc = _scenario.Scenario.from_options(opts)
         _preflight(sc, environment)
     except Exception as err:  # noqa: BLE001 - a scenario that cannot run stops here, in words
-        log.error("cannot start the load test: %s", err)
+        hint = (" (the load test's addresses: --http-url / --grpc-url, or TRITON_HTTP_URL / TRITON_GRPC_URL)"
+                if "--url" in str(err) else "")
+        log.error("cannot start the load test: %s%s", err, hint)
         sys.exit(2)
     STATE["scenario"] = sc
     log.info("scenario: %s", sc.describe())
@@ -106,7 +111,8 @@ def _preflight(sc: _scenario.Scenario, environment) -> None:
 
     protocols = {getattr(c, "protocol", "http") for c in environment.user_classes}
     protocol = "http" if "http" in protocols else "grpc"
-    with TritonClient(sc.urls[protocol], protocol, timeout_s=min(sc.timeout_s, 30.0)) as client:
+    client = TritonClient(sc.urls[protocol], protocol, timeout_s=min(sc.timeout_s, 30.0))
+    try:
         client.wait_until_ready()
         for ens in sc.ensembles.values():
             info = client.model_info(ens)
@@ -114,6 +120,20 @@ def _preflight(sc: _scenario.Scenario, environment) -> None:
             if too_big:
                 raise ValueError(f"--batch-size {too_big} exceeds {ens}'s max_batch_size {info.max_batch_size}")
             sc.num_classes[ens] = info.num_classes
+    finally:
+        client.close()
+        if protocol == "grpc":
+            _retire(client._client)
+
+
+def _retire(grpc_client) -> None:
+    """Make a closed tritonclient gRPC client's close() a no-op.
+
+    tritonclient closes its channel again in __del__. Under gevent, a channel close run by the garbage
+    collector at interpreter exit (the gevent hub no longer running) was seen to hang Locust's exit
+    for good, inside grpc's gevent_decrement_channel_count. Every gRPC client here is closed while
+    the hub runs (on_stop, or just above), and then never again."""
+    grpc_client.close = lambda *a, **k: None
 
 
 @events.quitting.add_listener
@@ -139,6 +159,18 @@ def _check_sla(environment, **_kw):
         environment.process_exit_code = 0
     if opts.csv_prefix:
         _sla.write_report(Path(f"{opts.csv_prefix}_sla.json"), checks)
+    _close_leftovers()
+
+
+@events.quit.add_listener
+def _on_quit(**_kw):
+    _close_leftovers()   # workers do not get `quitting` with statistics to judge, but need this too
+
+
+def _close_leftovers() -> None:
+    for c in list(_open_grpc_clients):
+        c.close()
+        _retire(c)
     if STATE["request_log"]:
         STATE["request_log"].close()
         STATE["request_log"] = None
@@ -175,6 +207,9 @@ class TritonUser(User):
 
     def on_stop(self):
         self.client.close()
+        if self.protocol == "grpc":
+            _retire(self.client)
+            _open_grpc_clients.discard(self.client)
 
     @task
     def infer(self):
@@ -232,7 +267,9 @@ class TritonGrpcUser(TritonUser):
         import tritonclient.grpc as mod
 
         self.mod = mod
-        return mod.InferenceServerClient(self.url)
+        client = mod.InferenceServerClient(self.url)
+        _open_grpc_clients.add(client)
+        return client
 
     def make_inputs(self, array):
         inp = self.mod.InferInput(layout.ENSEMBLE_INPUT, list(array.shape), "UINT8")

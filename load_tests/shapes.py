@@ -46,7 +46,7 @@ def plan(kind: str, t: float, *, users: int, spawn_rate: float, run_time: float 
             return None
         if spike_at <= t < spike_at + spike_duration:
             return users, max(rate, float(users))
-        return base, max(rate, float(base))
+        return base, max(rate, float(users))   # drops as suddenly as it rose
     if kind == "constant":
         if run_time and t >= run_time:
             return None
