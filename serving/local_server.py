@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
 import shutil
 import signal
@@ -43,12 +44,15 @@ class ServerError(RuntimeError):
 # --- locating the pieces ------------------------------------------------------------------------
 
 def pytriton_root() -> Path:
-    try:
-        import pytriton
-    except ImportError:
+    # Only the package's folder is needed (binary, stubs, python backend). Locating it without
+    # importing it skips pytriton/__init__.py, which imports pytriton's own client and runtime
+    # dependencies (tritonclient.http with gevent, pyzmq, wrapt, typing_inspect) that serving a
+    # repository never uses, so a bare host (the GPU machine) needs only the wheel's files.
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
         raise ServerError("the nvidia-pytriton package is not installed in this environment; it ships the "
-                          "tritonserver binary (pip install nvidia-pytriton==0.7.0)") from None
-    return Path(pytriton.__file__).resolve().parent
+                          "tritonserver binary (pip install nvidia-pytriton==0.7.0)")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 def server_binary() -> Path:
