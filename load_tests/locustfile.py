@@ -35,14 +35,14 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gevent  # noqa: E402
-from locust import User, events, task  # noqa: E402
+from locust import LoadTestShape, User, events, task  # noqa: E402
 from locust import stats as locust_stats  # noqa: E402
 from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
 from builders import layout  # noqa: E402
 from load_tests import scenario as _scenario  # noqa: E402
 from load_tests import sla as _sla  # noqa: E402
-from load_tests.shapes import TritonLoadShape  # noqa: E402,F401  (Locust finds the shape here)
+from load_tests.shapes import plan  # noqa: E402
 
 log = logging.getLogger("load_tests")
 
@@ -307,3 +307,16 @@ class TritonHttpUser(TritonUser):
         # header is re-encoded (same size up to whitespace).
         header = len(json.dumps(result.get_response(), separators=(",", ":")))
         return header + len(getattr(result, "_buffer", b"") or b"")
+
+
+class TritonLoadShape(LoadTestShape):
+    """The shape --load-shape names; -u is the peak user count, -r the ramp rate, -t the length."""
+
+    # Read -u/-r/-t instead of having Locust warn that a shape ignores them.
+    use_common_options = True
+
+    def tick(self):
+        o = self.runner.environment.parsed_options
+        return plan(o.load_shape, self.get_run_time(), users=o.num_users or 1, spawn_rate=o.spawn_rate or 1,
+                    run_time=o.run_time or None, step_users=o.step_users, step_time=o.step_time,
+                    spike_base=o.spike_base, spike_at=o.spike_at, spike_duration=o.spike_duration)

@@ -1,10 +1,12 @@
 """Load shapes: constant, step ramp, spike, chosen by --load-shape.
 
 Locust uses the first LoadTestShape subclass it finds in the locustfile, whatever the command line
-says, so there is exactly one (`TritonLoadShape`) and it switches on the option. For `constant` the
+says, so there is exactly one (`TritonLoadShape`, in the locustfile) and it switches on the option. For `constant` the
 locustfile removes the shape in the `init` event, which leaves Locust's own -u/-r/-t handling (and
 its web UI) untouched. The schedule itself is a pure function (`plan`) so it can be tested without
-running Locust.
+running Locust. This module must not import locust: that import monkey-patches the standard
+library through gevent, which would break threaded gRPC clients in any process that imports it
+(the test suite included).
 
 Why the shape checks --run-time itself: in a headless run with a shape, Locust waits for the shape
 to finish and starts its own run-time timer only afterwards, so a shape that ignored -t would run
@@ -13,8 +15,6 @@ until its own schedule ended.
 from __future__ import annotations
 
 import math
-
-from locust import LoadTestShape
 
 
 def plan(kind: str, t: float, *, users: int, spawn_rate: float, run_time: float | None = None,
@@ -52,16 +52,3 @@ def plan(kind: str, t: float, *, users: int, spawn_rate: float, run_time: float 
             return None
         return users, rate
     raise ValueError(f"unknown load shape {kind!r} (constant, step, spike)")
-
-
-class TritonLoadShape(LoadTestShape):
-    """The shape --load-shape names; -u is the peak user count, -r the ramp rate, -t the length."""
-
-    # Read -u/-r/-t instead of having Locust warn that a shape ignores them.
-    use_common_options = True
-
-    def tick(self):
-        o = self.runner.environment.parsed_options
-        return plan(o.load_shape, self.get_run_time(), users=o.num_users or 1, spawn_rate=o.spawn_rate or 1,
-                    run_time=o.run_time or None, step_users=o.step_users, step_time=o.step_time,
-                    spike_base=o.spike_base, spike_at=o.spike_at, spike_duration=o.spike_duration)

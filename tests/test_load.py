@@ -196,3 +196,10 @@ def test_corrupt_image_is_a_recorded_failure_and_fails_the_sla(server, repo_root
     assert errors and all("zz_corrupt.jpg" in e["Error"] for e in errors)
     assert sum(int(e["Occurrences"]) for e in errors) == failures
     assert json.loads((out / "run_sla.json").read_text())["passed"] is False
+
+
+def test_helpers_do_not_import_locust():
+    # Importing locust monkey-patches the standard library through gevent; in the test process
+    # that would deadlock the threaded gRPC clients of the other test modules.
+    code = "import sys, load_tests.shapes, load_tests.sla; sys.exit('locust' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
