@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = build(spec, cache_dir=args.cache_dir, force=args.force, quiet=args.quiet)
     except BuildError as err:
+        if args.verbose and err.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(err.__cause__)
         console.print(f"[red]build failed:[/red] {err}", highlight=False)
         console.print(f"{spec.output} was left as it was.", highlight=False)
         return 1
