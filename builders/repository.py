@@ -11,10 +11,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from builders import layout
+from builders.datasets import load_image_folder
 from builders.pipeline import ModelBuild
 from builders.stages import hash_path
-from builders.triton_config import engine_config, ensemble_config, preprocess_config, write_config
+from builders.triton_config import WARMUP_DIR, engine_config, ensemble_config, preprocess_config, write_config
 
 
 def staging_dir(output: Path) -> Path:
@@ -59,8 +62,14 @@ def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Pa
     artifacts: dict[str, dict] = {}
     labels_text = "\n".join(build.labels) + "\n"
 
+    # Warm-up data: the first validation image, encoded for DALI and preprocessed for the engine.
+    image = load_image_folder(build.data.val).files[0].read_bytes()
+    tensor = np.load(build.preprocessing.val_tensors, mmap_mode="r")[0]
+
     pre_dir = base / layout.preprocess_model(spec.name)
-    write_config(preprocess_config(spec, target), pre_dir)
+    (pre_dir / WARMUP_DIR).mkdir(parents=True, exist_ok=True)
+    (pre_dir / WARMUP_DIR / "image.jpg").write_bytes(image)
+    write_config(preprocess_config(spec, target, len(image)), pre_dir)
     dali = build.preprocessing.cpu if target == "cpu" else build.preprocessing.gpu
     artifacts[str((pre_dir / "1" / "model.dali").relative_to(root))] = {
         "kind": "dali", "target": target, "model": spec.name, **_copy(dali, pre_dir / "1" / "model.dali")}
@@ -68,8 +77,11 @@ def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Pa
     for precision, variant in build.variants.items():
         eng_dir = base / layout.engine_model(spec.name, precision)
         plan = plans.get(precision)
+        (eng_dir / WARMUP_DIR).mkdir(parents=True, exist_ok=True)
+        (eng_dir / WARMUP_DIR / "input.fp32").write_bytes(np.ascontiguousarray(tensor, dtype=np.float32).tobytes())
         write_config(engine_config(spec, target, precision, n, plan.name if plan else "model.plan",
-                                   compute_capability if plan and plan.name != "model.plan" else None), eng_dir)
+                                   compute_capability if plan and plan.name != "model.plan" else None,
+                                   warmup=True), eng_dir)
         (eng_dir / layout.LABELS_FILE).write_text(labels_text)
         if target == "cpu":
             rec = {"kind": "onnx", **_copy(variant.path, eng_dir / "1" / "model.onnx")}

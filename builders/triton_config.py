@@ -30,8 +30,21 @@ def _param(value) -> mc.ModelParameter:
     return mc.ModelParameter(string_value=str(value))
 
 
-def preprocess_config(spec: ModelSpec, target: str) -> mc.ModelConfig:
-    """DALI backend model: encoded bytes in, normalized CHW float out."""
+WARMUP_DIR = "warmup"  # Triton reads input_data_file from <model>/warmup/
+
+
+def _warmup(spec: ModelSpec, name: str, data_type: int, dims: list[int], data_file: str) -> list[mc.ModelWarmup]:
+    """Warm-up with a real image at batch 1 and at max_batch_size, so the first user requests do
+    not pay for lazy initialization (DALI buffers, TensorRT/ONNX Runtime kernels for that shape)."""
+    inp = mc.ModelWarmup.Input(data_type=data_type, dims=dims, input_data_file=data_file)
+    return [mc.ModelWarmup(name=f"real_image_batch_{b}", batch_size=b, inputs={name: inp})
+            for b in sorted({1, spec.triton.max_batch_size})]
+
+
+def preprocess_config(spec: ModelSpec, target: str, warmup_image_bytes: int | None = None) -> mc.ModelConfig:
+    """DALI backend model: encoded bytes in, normalized CHW float out.
+
+    warmup_image_bytes: length of `warmup/image.jpg`, when the model folder has one."""
     t = spec.triton
     cfg = mc.ModelConfig(
         name=layout.preprocess_model(spec.name),
@@ -46,15 +59,19 @@ def preprocess_config(spec: ModelSpec, target: str) -> mc.ModelConfig:
     )
     threads = t.dali_gpu_num_threads if target == "gpu" else t.dali_num_threads
     cfg.parameters["num_threads"].CopyFrom(_param(threads))
+    if warmup_image_bytes:
+        cfg.model_warmup.extend(_warmup(spec, layout.DALI_INPUT, mc.TYPE_UINT8, [warmup_image_bytes], "image.jpg"))
     return cfg
 
 
 def engine_config(spec: ModelSpec, target: str, precision: str, num_classes: int,
-                  plan_file: str = "model.plan", compute_capability: str | None = None) -> mc.ModelConfig:
+                  plan_file: str = "model.plan", compute_capability: str | None = None,
+                  warmup: bool = False) -> mc.ModelConfig:
     """The network: ONNX Runtime on the cpu target, a TensorRT plan on the gpu target.
 
     A plan runs only on the GPU architecture it was built for: with `compute_capability` the
     plan is listed in cc_model_filenames, so plans for several architectures can sit side by side.
+    warmup: the model folder has `warmup/input.fp32`, a preprocessed real image.
     """
     t = spec.triton
     cfg = mc.ModelConfig(
@@ -76,6 +93,9 @@ def engine_config(spec: ModelSpec, target: str, precision: str, num_classes: int
         cfg.platform = "onnxruntime_onnx"
         cfg.default_model_filename = "model.onnx"
         cfg.parameters["intra_op_thread_count"].CopyFrom(_param(t.onnx_intra_op_threads))
+    if warmup:
+        cfg.model_warmup.extend(_warmup(spec, layout.ENGINE_INPUT, mc.TYPE_FP32,
+                                        [3, spec.input.crop, spec.input.crop], "input.fp32"))
     return cfg
 
 

@@ -379,3 +379,22 @@ def test_every_built_variant_passes_the_tensorrt_onnx_checks(built_repo, precisi
 
     path = built_repo / "cpu" / layout.engine_model("digits", precision) / "1" / "model.onnx"
     assert check_onnx_for_tensorrt(path, precision) == []
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_models_warm_up_with_a_real_image(built_repo, target):
+    from PIL import Image
+
+    cfgs = _configs(built_repo / target)
+    warmed = {name: cfg for name, cfg in cfgs.items() if cfg.model_warmup}
+    assert set(warmed) == {n for n, c in cfgs.items() if c.platform != "ensemble"}
+    for name, cfg in warmed.items():
+        assert sorted(w.batch_size for w in cfg.model_warmup) == [1, cfg.max_batch_size]
+        for w in cfg.model_warmup:
+            (inp_name, inp), = w.inputs.items()
+            assert inp_name == cfg.input[0].name
+            data = (built_repo / target / name / "warmup" / inp.input_data_file).read_bytes()
+            item = 1 if cfg.backend == "dali" else 4
+            assert len(data) == item * int(np.prod(inp.dims))
+            if cfg.backend == "dali":
+                assert Image.open(built_repo / target / name / "warmup" / inp.input_data_file).format == "JPEG"
