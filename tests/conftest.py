@@ -2,6 +2,7 @@
 
 The build uses the default spec (build.toml), so the session also checks what the README's
 first command produces; output and cache live in a temporary folder, never in the checkout.
+While developing, TOOLKIT_TEST_CACHE=.cache/build reuses the stage cache: a rerun builds in seconds.
 """
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ def built_repo(tmp_path_factory, build_cache) -> Path:
     spec = load_spec(ROOT / "build.toml").model_copy(update={"output": out})
     build(spec, cache_dir=build_cache, quiet=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def repo_root(built_repo) -> Path:
+    """The repository every server-side test module serves (its cpu/ target)."""
+    return built_repo
 
 
 @pytest.fixture(scope="session")

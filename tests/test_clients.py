@@ -3,15 +3,12 @@ repository: infer, verify and a short bench through their main(argv); request co
 server's statistics; errors for a wrong URL and a stopped server; sync and asyncio, HTTP and gRPC,
 with and without shared memory giving the same answers.
 
-One server per module (free ports). The repository is the session's `built_repo` (tests/conftest.py,
-a full demo build); CLIENTS_TEST_REPOSITORY=<folder with cpu/ and manifest.json> uses an existing
-build instead (e.g. model_repository/ while developing, to skip the several-minute build).
+One server per module (free ports), on the session's repository (`repo_root` in tests/conftest.py).
 """
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 
@@ -32,14 +29,6 @@ from clients.triton import (AsyncTritonClient, BatchTooLarge, ServerUnavailable,
 
 
 # --- fixtures -----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def repo_root(request) -> Path:
-    override = os.environ.get("CLIENTS_TEST_REPOSITORY")
-    if override:
-        return Path(override).resolve()
-    return Path(request.getfixturevalue("built_repo"))
-
 
 @pytest.fixture(scope="module")
 def manifest_path(repo_root) -> Path:

@@ -7,15 +7,13 @@ users really overlap in time (init_gevent, DESIGN.md §6); an image set with a c
 exactly the server's failed requests as failures and fails the SLA (non-zero exit). The shape and
 SLA logic are also checked on their own, without a server.
 
-The repository is the session's `built_repo` (tests/conftest.py, a full demo build);
-CLIENTS_TEST_REPOSITORY=<folder with cpu/ and manifest.json> reuses an existing build instead
-(e.g. model_repository/), as tests/test_clients.py does. Runs are bounded: <= 8 s and <= 6 users.
+The repository is the session's (`repo_root` in tests/conftest.py). Runs are bounded: <= 8 s and
+<= 6 users.
 """
 from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -66,19 +64,6 @@ def test_sla_evaluate():
 
 
 # --- against the local server ---------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def repo_root(request) -> Path:
-    override = os.environ.get("CLIENTS_TEST_REPOSITORY")
-    if override:
-        return Path(override).resolve()
-    return Path(request.getfixturevalue("built_repo"))
-
-
-@pytest.fixture(scope="module")
-def manifest(repo_root) -> dict:
-    return json.loads((repo_root / layout.MANIFEST_FILE).read_text())
-
 
 @pytest.fixture(scope="module")
 def name(manifest) -> str:

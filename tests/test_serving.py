@@ -1,9 +1,8 @@
 """End to end: a real tritonserver (from nvidia-pytriton) serving the cpu repository through the
 DALI and ONNX Runtime stand-ins, checked against the same artifacts run in-process.
 
-One server per module (free ports) keeps the suite fast. The repository is the builder's
-(`built_repo` in conftest.py) when that fixture exists; otherwise a small one made with the
-builder's own contracts (serving.minirepo).
+One server per module (free ports) keeps the suite fast, on the session's repository (`repo_root`
+in tests/conftest.py).
 
 Tolerance: server and in-process run the very same model.dali and model.onnx with the same DALI
 and ONNX Runtime versions, so preprocessing is bit-identical; logits differ only where ONNX Runtime
@@ -41,23 +40,8 @@ RTOL = 1e-4
 # --- fixtures -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def repo_root(request, tmp_path_factory) -> Path:
-    try:
-        return Path(request.getfixturevalue("built_repo"))
-    except pytest.FixtureLookupError:
-        from serving import minirepo
-
-        return minirepo.build(tmp_path_factory.mktemp("minirepo"), max_batch_size=8)
-
-
-@pytest.fixture(scope="module")
-def images(request, repo_root) -> list[tuple[bytes, int]]:
-    try:
-        return list(request.getfixturevalue("val_images"))
-    except pytest.FixtureLookupError:
-        from serving import minirepo
-
-        return minirepo.sample_images(48)
+def images(val_images) -> list[tuple[bytes, int]]:
+    return list(val_images)
 
 
 @pytest.fixture(scope="module")
