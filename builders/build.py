@@ -101,13 +101,17 @@ def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict) -> dict:
     }
 
 
+def _old_manifest(output: Path) -> dict:
+    try:
+        return json.loads((output / layout.MANIFEST_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
 def _carry_over(output: Path, staging: Path, spec: BuildSpec, artifacts: dict, models: dict) -> None:
     """Keep what this build did not touch: a `--target gpu` build keeps the previous cpu/
     repository, a `--model a` build keeps model b, each with its manifest records."""
-    try:
-        old = json.loads((output / layout.MANIFEST_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return
+    old = _old_manifest(output)
     built = {m.name for m in spec.models}
     for path, rec in old.get("artifacts", {}).items():
         if rec.get("target") in spec.targets and rec.get("model") in built:
@@ -144,12 +148,13 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
         artifacts: dict[str, dict] = {}
         models_manifest, plan_status = {}, {}
         staging.mkdir(parents=True)
+        old_artifacts = _old_manifest(output).get("artifacts", {})
         for b in builds:
             plans, status, info, cc = (_plans_for(b, ctx) if "gpu" in spec.targets
                                        else ({}, "gpu target not built", {}, None))
             plan_status[b.spec.name] = status
             for target in spec.targets:
-                artifacts.update(write_target(staging, target, b, plans, cc))
+                artifacts.update(write_target(staging, target, b, plans, cc, output, old_artifacts))
             if b.checkpoint:
                 # The PyTorch weights travel with the repository so clients can verify against them.
                 dst = staging / "source" / f"{b.spec.name}.pt"

@@ -51,12 +51,29 @@ def _copy(src: Path, dst: Path) -> dict:
     return {"sha256": hash_path(dst), "bytes": dst.stat().st_size}
 
 
+def _other_arch_plans(previous: Path | None, old_artifacts: dict, eng_rel: Path, precision: str,
+                      onnx_sha: str, cc: str) -> dict[str, Path]:
+    """Plans the previous repository holds for this engine model on other GPU architectures,
+    built from the same ONNX: compute capability -> file. They stay, so one repository serves
+    several GPU generations (cc_model_filenames)."""
+    found = {}
+    for path, rec in old_artifacts.items():
+        if (rec.get("kind") == "tensorrt_plan" and "missing" not in rec and Path(path).parent.parent == eng_rel
+                and rec.get("precision") == precision and rec.get("onnx_sha256") == onnx_sha
+                and rec.get("compute_capability") not in (None, cc) and (previous / path).is_file()):
+            found[rec["compute_capability"]] = previous / path
+    return found
+
+
 def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Path],
-                 compute_capability: str | None = None) -> dict[str, dict]:
+                 compute_capability: str | None = None, previous: Path | None = None,
+                 old_artifacts: dict | None = None) -> dict[str, dict]:
     """Write one model entry's models into `root/<target>/`; returns artifact records by path.
 
     plans: precision -> TensorRT plan file (gpu target), named as the engine stage chose
-    (model_sm<cc>.plan, or model.plan when hardware-compatible or not built yet)."""
+    (model_sm<cc>.plan, or model.plan when hardware-compatible or not built yet).
+    previous, old_artifacts: the repository being replaced and its manifest's artifacts, from
+    which plans for other GPU architectures are kept."""
     spec, n = build.spec, len(build.labels)
     base = root / target
     artifacts: dict[str, dict] = {}
@@ -77,18 +94,29 @@ def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Pa
     for precision, variant in build.variants.items():
         eng_dir = base / layout.engine_model(spec.name, precision)
         plan = plans.get(precision)
+        per_arch = plan is not None and plan.name != "model.plan" and compute_capability is not None
+        onnx_sha = hash_path(variant.path)
+        others = (_other_arch_plans(previous, old_artifacts or {}, eng_dir.relative_to(root), precision,
+                                    onnx_sha, compute_capability) if per_arch and previous else {})
+        for cc, other in others.items():
+            dst = eng_dir / "1" / other.name
+            artifacts[str(dst.relative_to(root))] = {
+                "target": target, "model": spec.name, "precision": precision, "kind": "tensorrt_plan",
+                "compute_capability": cc, "onnx_sha256": onnx_sha, "kept_from_previous_build": True,
+                **_copy(other, dst)}
         (eng_dir / WARMUP_DIR).mkdir(parents=True, exist_ok=True)
         (eng_dir / WARMUP_DIR / "input.fp32").write_bytes(np.ascontiguousarray(tensor, dtype=np.float32).tobytes())
         write_config(engine_config(spec, target, precision, n, plan.name if plan else "model.plan",
-                                   compute_capability if plan and plan.name != "model.plan" else None,
-                                   warmup=True), eng_dir)
+                                   compute_capability if per_arch else None, warmup=True,
+                                   other_plans={cc: p.name for cc, p in others.items()}), eng_dir)
         (eng_dir / layout.LABELS_FILE).write_text(labels_text)
         if target == "cpu":
             rec = {"kind": "onnx", **_copy(variant.path, eng_dir / "1" / "model.onnx")}
             path = eng_dir / "1" / "model.onnx"
         elif plan:
             path = eng_dir / "1" / plan.name
-            rec = {"kind": "tensorrt_plan", **_copy(plan, path)}
+            rec = {"kind": "tensorrt_plan", "compute_capability": compute_capability, "onnx_sha256": onnx_sha,
+                   **_copy(plan, path)}
         else:
             # The plan needs TensorRT on a GPU; the folder waits for it (docker compose's builder).
             (eng_dir / "1").mkdir(parents=True, exist_ok=True)

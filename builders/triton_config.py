@@ -66,11 +66,12 @@ def preprocess_config(spec: ModelSpec, target: str, warmup_image_bytes: int | No
 
 def engine_config(spec: ModelSpec, target: str, precision: str, num_classes: int,
                   plan_file: str = "model.plan", compute_capability: str | None = None,
-                  warmup: bool = False) -> mc.ModelConfig:
+                  warmup: bool = False, other_plans: dict[str, str] | None = None) -> mc.ModelConfig:
     """The network: ONNX Runtime on the cpu target, a TensorRT plan on the gpu target.
 
     A plan runs only on the GPU architecture it was built for: with `compute_capability` the
     plan is listed in cc_model_filenames, so plans for several architectures can sit side by side.
+    other_plans: compute capability -> plan file built earlier for another GPU architecture.
     warmup: the model folder has `warmup/input.fp32`, a preprocessed real image.
     """
     t = spec.triton
@@ -89,6 +90,8 @@ def engine_config(spec: ModelSpec, target: str, precision: str, num_classes: int
         cfg.default_model_filename = plan_file
         if compute_capability:
             cfg.cc_model_filenames[compute_capability] = plan_file
+        for cc, other in (other_plans or {}).items():
+            cfg.cc_model_filenames[cc] = other
     else:
         cfg.platform = "onnxruntime_onnx"
         cfg.default_model_filename = "model.onnx"
