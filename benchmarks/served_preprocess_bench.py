@@ -30,7 +30,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.jpegs import make_jpegs  # noqa: E402
 from benchmarks.preprocess_bench import _repeat, _timed_loops, dali_gpu_support, environment  # noqa: E402
 from builders import layout, triton_config  # noqa: E402
+from serving.closed_loop import closed_loop  # noqa: E402
 from builders.preprocess import pad_batch, serialize  # noqa: E402
 from builders.spec import Input, ModelSpec, Triton  # noqa: E402
 
@@ -125,57 +125,10 @@ def in_process_rate(dali_file: Path, device_id, threads: int, batch: int, instan
 
 def served_rate(url: str, model: str, requests: list[np.ndarray], concurrency: int, seconds: float,
                 warmup: float) -> dict:
-    import tritonclient.grpc as grpcclient
-
-    counts = [0] * concurrency
-    nreq = [0] * concurrency
-    lat: list[float] = []
-    errors: list[BaseException] = []
-    phase = {"measure": False, "stop": False}
-
-    def loop(k: int):
-        client = grpcclient.InferenceServerClient(url)
-        try:
-            i = k
-            while not phase["stop"]:
-                data = requests[i % len(requests)]
-                i += 1
-                inp = grpcclient.InferInput(layout.DALI_INPUT, list(data.shape), "UINT8")
-                inp.set_data_from_numpy(data)
-                t0 = time.perf_counter()
-                res = client.infer(model, [inp], outputs=[grpcclient.InferRequestedOutput(layout.DALI_OUTPUT)])
-                out = res.as_numpy(layout.DALI_OUTPUT)   # the batch is in client memory
-                dt = time.perf_counter() - t0
-                if out.shape[0] != data.shape[0]:
-                    raise RuntimeError(f"got {out.shape[0]} outputs for {data.shape[0]} images")
-                if phase["measure"]:
-                    counts[k] += data.shape[0]
-                    nreq[k] += 1
-                    lat.append(dt)
-        except BaseException as err:  # noqa: BLE001 - reported below
-            errors.append(err)
-            phase["stop"] = True
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=loop, args=(k,), daemon=True) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    time.sleep(warmup)
-    phase["measure"] = True
-    start = time.perf_counter()
-    time.sleep(seconds)
-    phase["measure"] = False
-    elapsed = time.perf_counter() - start
-    phase["stop"] = True
-    for t in threads:
-        t.join()
-    if errors:
-        raise RuntimeError(f"served requests failed (concurrency {concurrency}): {errors[0]}")
-    lat.sort()
-    return {"concurrency": concurrency, "img_s": sum(counts) / elapsed, "requests": sum(nreq),
-            "latency_ms_p50": 1000 * lat[len(lat) // 2] if lat else None,
-            "latency_ms_max": 1000 * lat[-1] if lat else None}
+    r = closed_loop(url, "grpc", model, layout.DALI_INPUT, layout.DALI_OUTPUT, requests, concurrency,
+                    seconds, warmup)
+    return {"concurrency": concurrency, "img_s": r.images_per_s, "requests": r.requests,
+            "latency_ms_p50": r.latency_ms(0.5), "latency_ms_max": r.latency_ms(1.0)}
 
 
 def server_stats(url: str, model: str) -> dict:

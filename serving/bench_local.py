@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from builders import layout, triton_config
+from serving.closed_loop import closed_loop
 from builders.preprocess import CpuPreprocessor, pad_batch
 
 TARGET_RATIO = 0.85
@@ -81,47 +81,8 @@ class InProcess:
 def _served_rate(url: str, protocol: str, model: str, batches: list[np.ndarray], concurrency: int,
                  seconds: float, warmup: float) -> float:
     """Images/s with `concurrency` clients each sending requests back to back."""
-    if protocol == "grpc":
-        import tritonclient.grpc as mod
-    else:
-        import tritonclient.http as mod
-    counts = [0] * concurrency
-    errors: list[BaseException] = []
-    phase = {"measure": False, "stop": False}
-
-    def client_loop(k: int):
-        client = mod.InferenceServerClient(url)
-        try:
-            i = k
-            while not phase["stop"]:
-                data = batches[i % len(batches)]
-                i += 1
-                inp = mod.InferInput(layout.ENSEMBLE_INPUT, list(data.shape), "UINT8")
-                inp.set_data_from_numpy(data)
-                client.infer(model, [inp], outputs=[mod.InferRequestedOutput(layout.ENSEMBLE_OUTPUT)])
-                if phase["measure"]:
-                    counts[k] += data.shape[0]
-        except BaseException as err:  # noqa: BLE001 - reported below, the run must not hang
-            errors.append(err)
-            phase["stop"] = True
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=client_loop, args=(k,), daemon=True) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    time.sleep(warmup)
-    phase["measure"] = True
-    start = time.perf_counter()
-    time.sleep(seconds)
-    phase["measure"] = False
-    elapsed = time.perf_counter() - start
-    phase["stop"] = True
-    for t in threads:
-        t.join()
-    if errors:
-        raise RuntimeError(f"served requests failed: {errors[0]}")
-    return sum(counts) / elapsed
+    return closed_loop(url, protocol, model, layout.ENSEMBLE_INPUT, layout.ENSEMBLE_OUTPUT, batches,
+                       concurrency, seconds, warmup).images_per_s
 
 
 def main(argv=None) -> int:
