@@ -23,126 +23,40 @@ cannot be reached (URL, how to start the local server), is not ready (which mode
 the model is unknown (lists the available ones), or a batch is larger than max_batch_size.
 Connection failures are retried with exponential backoff within `timeout_s`; other errors are not,
 since repeating a rejected request cannot help.
+
+This module holds the two clients and what they share (_Common); the pieces that need no server
+connection live beside it: clients.errors (the exceptions, classifying transport errors),
+clients.results (Prediction/Top/ModelInfo, top-k, parsing config and labels), clients.repository
+(index/statistics normalization, model naming), clients.connection (URL, protocol, CLI flags) and
+clients.shm (the shared memory regions). All their public names are importable from here too.
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from builders import layout
 from builders.preprocess import pad_batch
-
-PROTOCOLS = ("http", "grpc")
-DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
-LOCAL_SERVER_HINT = ("Start the local server with `python -m serving.local_server --repository "
-                     "model_repository/cpu` (HTTP port 8000, gRPC 8001) or `docker compose up`, "
-                     "or pass the server's address with --url.")
-
-
-# --- errors -------------------------------------------------------------------------------------
-
-class TritonClientError(RuntimeError):
-    """Something a user can act on; the message says what."""
-
-
-class ServerUnavailable(TritonClientError):
-    """The server could not be reached (refused, unreachable, timed out) within the retries."""
-
-
-class ServerNotReady(TritonClientError):
-    """The server answers but is not ready (models loading or failed)."""
-
-
-class UnknownModel(TritonClientError):
-    """The model is not in the server's repository."""
-
-
-class ModelNotReady(TritonClientError):
-    """The model exists but is not loaded (see the reason)."""
-
-
-class BatchTooLarge(TritonClientError):
-    """More images in one request than the model's max_batch_size."""
-
-
-class RequestTimeout(TritonClientError):
-    """The server took longer than the timeout to answer."""
-
-
-# --- results ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Top:
-    label: str
-    score: float          # softmax probability over the classes
-    index: int
-    logit: float
-
-
-@dataclass
-class Prediction:
-    """The answer to one request (or several, concatenated by infer_many)."""
-
-    model: str
-    logits: np.ndarray                       # float32 [N, num_classes]
-    top_k: list[list[Top]] = field(default_factory=list)   # per image, best first; empty if top_k=0
-    latency_s: float = 0.0                   # client-side wall time of the request(s)
-
-    def top1(self) -> list[str]:
-        return [row[0].label for row in self.top_k]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the client needs from a model's config."""
-
-    name: str
-    max_batch_size: int
-    input_name: str
-    output_name: str
-    num_classes: int
-    platform: str              # "ensemble", "onnxruntime_onnx", "tensorrt_plan", or the backend name
-    steps: tuple[str, ...]     # composing models of an ensemble, in order; empty otherwise
-
-
-def softmax_top_k(logits: np.ndarray, labels: Sequence[str] | None, k: int) -> list[list[Top]]:
-    """Top-k per row of logits, with softmax scores. Labels default to the class index."""
-    if k <= 0:
-        return []
-    k = min(k, logits.shape[1])
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted)
-    probs /= probs.sum(axis=1, keepdims=True)
-    # argsort on -logits with a stable sort: ties keep class order, like Triton's classification.
-    order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-    out = []
-    for r, row in enumerate(order):
-        out.append([Top(labels[i] if labels and i < len(labels) else str(i), float(probs[r, i]), int(i),
-                        float(logits[r, i])) for i in row])
-    return out
-
-
-def normalize_url(url: str | None, protocol: str) -> str:
-    """host:port as tritonclient wants it; accepts http://host:port and a bare host (default port)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    if not url:
-        return f"127.0.0.1:{DEFAULT_PORTS[protocol]}"
-    for scheme in ("http://", "https://", "grpc://"):
-        if url.startswith(scheme):
-            url = url[len(scheme):]
-    url = url.rstrip("/")
-    host_part = url.rsplit("]", 1)[-1]  # an IPv6 literal [::1] has colons of its own
-    if ":" not in host_part:
-        url = f"{url}:{DEFAULT_PORTS[protocol]}"
-    return url
+# Everything below was defined in this module before it was split; callers import it from here
+# (load_tests.locustfile even the underscored helpers), so all of it stays importable as before.
+from clients.connection import (DEFAULT_PORTS, LOCAL_SERVER_HINT, PROTOCOLS,  # noqa: F401
+                                add_connection_arguments, normalize_url)
+from clients.connection import tritonclient_module as _modules
+from clients.errors import (BatchTooLarge, ModelNotReady, RequestTimeout, ServerNotReady,  # noqa: F401
+                            ServerUnavailable, TritonClientError, UnknownModel)
+from clients.errors import is_connection_error as _is_connection_error
+from clients.errors import is_timeout as _is_timeout
+from clients.errors import message as _message
+from clients.repository import (ensemble_name, index_rows, metadata_dict, normalize_statistics,  # noqa: F401
+                                served_base_models, served_precisions)
+from clients.results import ModelInfo, Prediction, Top, parse_labels, softmax_top_k  # noqa: F401
+from clients.results import concat_predictions as _concat
+from clients.results import config_dict as _config_dict
+from clients.results import model_info_from_config as _model_info
+from clients.shm import ShmRegions as _ShmRegions
 
 
 def as_padded(images: Sequence[bytes] | np.ndarray) -> np.ndarray:
@@ -154,98 +68,7 @@ def as_padded(images: Sequence[bytes] | np.ndarray) -> np.ndarray:
     return pad_batch(list(images))
 
 
-# --- protocol plumbing shared by the sync and asyncio clients -------------------------------------
-
-def _modules(protocol: str, aio: bool):
-    if protocol == "http":
-        if aio:
-            import tritonclient.http.aio as mod
-        else:
-            import tritonclient.http as mod
-    else:
-        if aio:
-            import tritonclient.grpc.aio as mod
-        else:
-            import tritonclient.grpc as mod
-    return mod
-
-
-def _is_connection_error(err: BaseException) -> bool:
-    """True when the request did not reach a server (worth retrying)."""
-    if isinstance(err, (ConnectionError, OSError)) and not isinstance(err, TimeoutError):
-        return True
-    try:
-        import aiohttp
-
-        if isinstance(err, aiohttp.ClientConnectionError) and not isinstance(err, aiohttp.ServerTimeoutError):
-            return True
-    except ImportError:  # aiohttp comes with tritonclient[http]; without it there is no aio HTTP client
-        pass
-    from tritonclient.utils import InferenceServerException
-
-    if isinstance(err, InferenceServerException):
-        status = str(err.status() or "")
-        text = str(err.message() or "")
-        return "UNAVAILABLE" in status or "failed to connect" in text.lower() or "connection refused" in text.lower()
-    return False
-
-
-def _is_timeout(err: BaseException) -> bool:
-    if isinstance(err, (TimeoutError, asyncio.TimeoutError)):
-        return True
-    name = type(err).__name__.lower()
-    if "timeout" in name:
-        return True
-    from tritonclient.utils import InferenceServerException
-
-    if isinstance(err, InferenceServerException):
-        return "DEADLINE_EXCEEDED" in str(err.status() or "") or "timed out" in str(err.message() or "").lower()
-    return False
-
-
-def _message(err: BaseException) -> str:
-    from tritonclient.utils import InferenceServerException
-
-    if isinstance(err, InferenceServerException):
-        return str(err.message() or err.status() or type(err).__name__)
-    return str(err) or type(err).__name__
-
-
-def _config_dict(raw: Any) -> dict:
-    # HTTP returns the config itself; gRPC with as_json=True wraps it in {"config": ...}.
-    return raw.get("config", raw) if isinstance(raw, dict) else raw
-
-
-def _model_info(name: str, cfg: dict) -> ModelInfo:
-    inputs, outputs = cfg.get("input", []), cfg.get("output", [])
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise TritonClientError(f"model {name!r} has {len(inputs)} inputs and {len(outputs)} outputs; this client "
-                                f"sends one image input and reads one logits output (the toolkit's ensembles: "
-                                f"{layout.ENSEMBLE_INPUT} -> {layout.ENSEMBLE_OUTPUT})")
-    dims = [int(d) for d in outputs[0].get("dims", [])]
-    steps = tuple(s.get("model_name", "") for s in cfg.get("ensemble_scheduling", {}).get("step", []))
-    platform = cfg.get("platform") or cfg.get("backend") or ""
-    return ModelInfo(name, int(cfg.get("max_batch_size", 0)), inputs[0]["name"], outputs[0]["name"],
-                     dims[-1] if dims else 0, platform, steps)
-
-
-def normalize_statistics(raw: Any) -> dict[str, dict[str, int]]:
-    """Triton's statistics (either protocol) -> {model: {"inference_count", "execution_count",
-    "success_count", "success_ns", "queue_ns", "compute_input_ns", ...}} with ints (gRPC's JSON
-    gives 64-bit counters as strings and omits zero ones)."""
-    out = {}
-    for m in raw.get("model_stats", []):
-        s = m.get("inference_stats", {})
-        row = {"inference_count": int(m.get("inference_count", 0) or 0),
-               "execution_count": int(m.get("execution_count", 0) or 0)}
-        for key in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
-            row[f"{key}_count"] = int(s.get(key, {}).get("count", 0) or 0)
-            row[f"{key}_ns"] = int(s.get(key, {}).get("ns", 0) or 0)
-        # Several versions of one model add up; the toolkit serves version 1 only.
-        prev = out.get(m["name"])
-        out[m["name"]] = {k: v + (prev or {}).get(k, 0) for k, v in row.items()}
-    return out
-
+# --- shared by the sync and asyncio clients: configuration, error wording, request building -----
 
 class _Common:
     """Configuration, error wording and request building shared by both clients."""
@@ -347,6 +170,14 @@ class _Common:
     def _backoff(self, attempt: int) -> float:
         return min(self.backoff_s * (2 ** attempt), 2.0)
 
+    # gRPC takes a per-call deadline; HTTP has it on the connection (set in the clients' __init__).
+    def _kw(self) -> dict:
+        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+    # gRPC answers with protobuf messages unless asked for JSON; HTTP always gives JSON.
+    def _json_kw(self) -> dict:
+        return {"as_json": True} if self.protocol == "grpc" else {}
+
     # -- requests -------------------------------------------------------------------------------
 
     def _inputs_outputs(self, info: ModelInfo, batch: np.ndarray, class_count: int = 0):
@@ -361,6 +192,15 @@ class _Common:
             inp.set_data_from_numpy(batch)
         return [inp], [out]
 
+    def _plain_io(self, info: ModelInfo, batch: np.ndarray, class_count: int):
+        """Inputs/outputs in the request body even with shared memory on: the labels request asks
+        for classification strings, which the float32 output region cannot hold."""
+        shm, self._shm = self._shm, None
+        try:
+            return self._inputs_outputs(info, batch, class_count)
+        finally:
+            self._shm = shm
+
     def _logits(self, result, info: ModelInfo, n: int) -> np.ndarray:
         if self._shm is not None:
             return self._shm.read(n, info.num_classes)
@@ -369,19 +209,16 @@ class _Common:
             raise TritonClientError(f"{info.name}: the response has no output {info.output_name!r}")
         return arr.astype(np.float32, copy=False)
 
-    @staticmethod
-    def _parse_labels(result, info: ModelInfo) -> list[str]:
-        labels = [str(i) for i in range(info.num_classes)]
-        for entry in result.as_numpy(info.output_name).reshape(-1):
-            text = entry.decode() if isinstance(entry, bytes) else str(entry)
-            parts = text.split(":", 2)  # score:index[:label]; a label may itself hold ':'
-            if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < len(labels):
-                labels[int(parts[1])] = parts[2]
-        return labels
-
     def _check_batch(self, model: str, info: ModelInfo, batch: np.ndarray) -> None:
         if info.max_batch_size and batch.shape[0] > info.max_batch_size:
             raise self._too_large(model, batch.shape[0], info.max_batch_size)
+
+    def _chunk_size(self, model: str, info: ModelInfo, batch_size: int | None, n: int) -> int:
+        """Images per request for infer_many: batch_size, else max_batch_size, else all n at once."""
+        size = batch_size or info.max_batch_size or n
+        if info.max_batch_size and size > info.max_batch_size:
+            raise self._too_large(model, size, info.max_batch_size)
+        return size
 
     def _maybe_shm(self) -> None:
         if self.use_shared_memory and self._shm is None:
@@ -389,57 +226,6 @@ class _Common:
                 raise TritonClientError(f"system shared memory works only with a server on this machine; "
                                         f"{self.url} is not local. Drop --shared-memory.")
             self._shm = _ShmRegions()
-
-
-class _ShmRegions:
-    """One input and one output system shared memory region, grown on demand and registered with
-    the server under unique names. Reused across requests: creating and registering a region costs
-    more than the copy it saves, so only reuse makes shared memory pay off for large batches."""
-
-    _ids = itertools.count()
-
-    def __init__(self):
-        import tritonclient.utils.shared_memory as shm
-
-        self._shm = shm
-        tag = f"tic_{os.getpid()}_{next(self._ids)}"
-        self.in_name, self.out_name = f"{tag}_in", f"{tag}_out"
-        self._keys = {self.in_name: f"/{tag}_in", self.out_name: f"/{tag}_out"}
-        self._handles: dict[str, Any] = {}
-        self._sizes: dict[str, int] = {}
-        self.pending: list[tuple[str, str, int]] = []  # (name, key, size) to (re)register with the server
-        self.stale: list[str] = []                     # names to unregister first
-
-    def _ensure(self, name: str, size: int) -> None:
-        if self._sizes.get(name, 0) >= size:
-            return
-        size = max(size, 2 * self._sizes.get(name, 0), 1 << 16)
-        if name in self._handles:
-            self.stale.append(name)
-            self._shm.destroy_shared_memory_region(self._handles.pop(name))
-        self._handles[name] = self._shm.create_shared_memory_region(name, self._keys[name], size)
-        self._sizes[name] = size
-        self.pending.append((name, self._keys[name], size))
-
-    def stage(self, batch: np.ndarray, num_classes: int) -> None:
-        self._ensure(self.in_name, batch.nbytes)
-        self._ensure(self.out_name, batch.shape[0] * num_classes * 4)
-        self._shm.set_shared_memory_region(self._handles[self.in_name], [batch])
-
-    def read(self, n: int, num_classes: int) -> np.ndarray:
-        return self._shm.get_contents_as_numpy(self._handles[self.out_name], np.float32, [n, num_classes]).copy()
-
-    def registered(self) -> list[str]:
-        return [n for n in self._handles]
-
-    def destroy(self) -> None:
-        for h in self._handles.values():
-            try:
-                self._shm.destroy_shared_memory_region(h)
-            except Exception:  # already gone (e.g. the server unlinked it); nothing left to free
-                pass
-        self._handles.clear()
-        self._sizes.clear()
 
 
 # --- sync client ----------------------------------------------------------------------------------
@@ -458,10 +244,6 @@ class TritonClient(_Common):
         else:
             self._client = self._mod.InferenceServerClient(self.url, verbose=self.verbose)
         self._lock = threading.Lock()
-
-    # gRPC takes a per-call deadline; HTTP has it on the connection (set above).
-    def _kw(self) -> dict:
-        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
 
     def _call(self, fn, *args, model: str | None = None, retry: bool = True, **kwargs):
         start = time.monotonic()
@@ -513,22 +295,13 @@ class TritonClient(_Common):
         raise self._not_ready_server(self._safe_index() or [])
 
     def server_metadata(self) -> dict:
-        meta = self._call(self._client.get_server_metadata)
-        if not isinstance(meta, dict):  # gRPC message
-            meta = {"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)}
-        return meta
+        return metadata_dict(self._call(self._client.get_server_metadata))
 
     def repository_index(self) -> list[dict]:
-        if self.protocol == "grpc":
-            raw = self._call(self._client.get_model_repository_index, as_json=True).get("models", [])
-        else:
-            raw = self._call(self._client.get_model_repository_index)
-        return [{"name": m.get("name"), "version": m.get("version"), "state": m.get("state"),
-                 "reason": m.get("reason", "")} for m in raw]
+        return index_rows(self._call(self._client.get_model_repository_index, **self._json_kw()), self.protocol)
 
     def model_config(self, model: str) -> dict:
-        kw = {"as_json": True} if self.protocol == "grpc" else {}
-        return _config_dict(self._call(self._client.get_model_config, model, model=model, **kw))
+        return _config_dict(self._call(self._client.get_model_config, model, model=model, **self._json_kw()))
 
     def model_info(self, model: str) -> ModelInfo:
         if model not in self._infos:
@@ -545,19 +318,12 @@ class TritonClient(_Common):
                 raise TritonClientError("labels are read with one classification request; pass an image")
             inputs, outputs = self._plain_io(info, sample[:1], class_count=info.num_classes)
             result = self._call(self._client.infer, model, inputs, outputs=outputs, model=model)
-            self._labels[model] = self._parse_labels(result, info)
+            self._labels[model] = parse_labels(result, info)
         return self._labels[model]
 
-    def _plain_io(self, info, batch, class_count):
-        shm, self._shm = self._shm, None
-        try:
-            return self._inputs_outputs(info, batch, class_count)
-        finally:
-            self._shm = shm
-
     def statistics(self, model: str = "") -> dict[str, dict[str, int]]:
-        kw = {"as_json": True} if self.protocol == "grpc" else {}
-        return normalize_statistics(self._call(self._client.get_inference_statistics, model, model=model or None, **kw))
+        return normalize_statistics(self._call(self._client.get_inference_statistics, model, model=model or None,
+                                               **self._json_kw()))
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -581,10 +347,7 @@ class TritonClient(_Common):
     def infer_many(self, model: str, images: Sequence[bytes], batch_size: int | None = None,
                    top_k: int = 5) -> Prediction:
         """Any number of images, sent in requests of `batch_size` (default: max_batch_size)."""
-        info = self.model_info(model)
-        size = batch_size or info.max_batch_size or len(images)
-        if info.max_batch_size and size > info.max_batch_size:
-            raise self._too_large(model, size, info.max_batch_size)
+        size = self._chunk_size(model, self.model_info(model), batch_size, len(images))
         parts = [self.infer(model, images[i: i + size], top_k) for i in range(0, len(images), size)]
         return _concat(model, parts)
 
@@ -634,9 +397,6 @@ class AsyncTritonClient(_Common):
             self._client = self._mod.InferenceServerClient(self.url, verbose=self.verbose)
         self._lock = asyncio.Lock()
 
-    def _kw(self) -> dict:
-        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-
     async def _call(self, fn, *args, model: str | None = None, retry: bool = True, **kwargs):
         start = time.monotonic()
         attempt = 0
@@ -684,22 +444,14 @@ class AsyncTritonClient(_Common):
         raise self._not_ready_server(await self._safe_index() or [])
 
     async def server_metadata(self) -> dict:
-        meta = await self._call(self._client.get_server_metadata)
-        if not isinstance(meta, dict):
-            meta = {"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)}
-        return meta
+        return metadata_dict(await self._call(self._client.get_server_metadata))
 
     async def repository_index(self) -> list[dict]:
-        if self.protocol == "grpc":
-            raw = (await self._call(self._client.get_model_repository_index, as_json=True)).get("models", [])
-        else:
-            raw = await self._call(self._client.get_model_repository_index)
-        return [{"name": m.get("name"), "version": m.get("version"), "state": m.get("state"),
-                 "reason": m.get("reason", "")} for m in raw]
+        return index_rows(await self._call(self._client.get_model_repository_index, **self._json_kw()),
+                          self.protocol)
 
     async def model_config(self, model: str) -> dict:
-        kw = {"as_json": True} if self.protocol == "grpc" else {}
-        return _config_dict(await self._call(self._client.get_model_config, model, model=model, **kw))
+        return _config_dict(await self._call(self._client.get_model_config, model, model=model, **self._json_kw()))
 
     async def model_info(self, model: str) -> ModelInfo:
         if model not in self._infos:
@@ -713,19 +465,14 @@ class AsyncTritonClient(_Common):
             info = await self.model_info(model)
             if sample is None:
                 raise TritonClientError("labels are read with one classification request; pass an image")
-            shm, self._shm = self._shm, None
-            try:
-                inputs, outputs = self._inputs_outputs(info, sample[:1], class_count=info.num_classes)
-            finally:
-                self._shm = shm
+            inputs, outputs = self._plain_io(info, sample[:1], class_count=info.num_classes)
             result = await self._call(self._client.infer, model, inputs, outputs=outputs, model=model)
-            self._labels[model] = self._parse_labels(result, info)
+            self._labels[model] = parse_labels(result, info)
         return self._labels[model]
 
     async def statistics(self, model: str = "") -> dict[str, dict[str, int]]:
-        kw = {"as_json": True} if self.protocol == "grpc" else {}
         return normalize_statistics(await self._call(self._client.get_inference_statistics, model,
-                                                     model=model or None, **kw))
+                                                     model=model or None, **self._json_kw()))
 
     async def infer(self, model: str, images: Sequence[bytes] | np.ndarray, top_k: int = 5) -> Prediction:
         batch = as_padded(images)
@@ -750,10 +497,7 @@ class AsyncTritonClient(_Common):
     async def infer_many(self, model: str, images: Sequence[bytes], batch_size: int | None = None,
                          top_k: int = 5, concurrency: int = 4) -> Prediction:
         """Like TritonClient.infer_many, with up to `concurrency` requests in flight."""
-        info = await self.model_info(model)
-        size = batch_size or info.max_batch_size or len(images)
-        if info.max_batch_size and size > info.max_batch_size:
-            raise self._too_large(model, size, info.max_batch_size)
+        size = self._chunk_size(model, await self.model_info(model), batch_size, len(images))
         sem = asyncio.Semaphore(concurrency)
 
         async def one(chunk):
@@ -789,47 +533,3 @@ class AsyncTritonClient(_Common):
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-
-def _concat(model: str, parts: Iterable[Prediction]) -> Prediction:
-    parts = list(parts)
-    return Prediction(model, np.concatenate([p.logits for p in parts]),
-                      [row for p in parts for row in p.top_k], sum(p.latency_s for p in parts))
-
-
-def ensemble_name(model: str, precision: str | None) -> str:
-    """`digits` + `fp16` -> `digits_fp16`; a full ensemble name passes through."""
-    if precision and not model.endswith(f"_{precision}"):
-        return layout.ensemble_model(model, precision)
-    return model
-
-
-# --- command-line helpers shared by clients.infer, clients.verify and clients.bench ----------------
-
-def add_connection_arguments(parser, protocol_choices: bool = True) -> None:
-    """--url, --protocol, --timeout, --retries: the same flags on every command."""
-    parser.add_argument("--url", default=None,
-                        help="server address host:port (default: 127.0.0.1:8000 for http, 127.0.0.1:8001 for grpc)")
-    if protocol_choices:
-        parser.add_argument("--protocol", choices=PROTOCOLS, default="http",
-                            help="HTTP/REST or gRPC; both give the same results (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds to wait for the server (connection retries included) and per request "
-                             "(default: %(default)s)")
-    parser.add_argument("--retries", type=int, default=4,
-                        help="connection attempts after the first, with exponential backoff, while the server "
-                             "is unreachable (default: %(default)s)")
-
-
-def served_base_models(index: list[dict]) -> list[str]:
-    """Model names (`digits`) that have a ready preprocessing model on the server."""
-    suffix = "_preprocess"
-    return sorted(m["name"][: -len(suffix)] for m in index
-                  if m["name"].endswith(suffix) and m.get("state") == "READY")
-
-
-def served_precisions(index: list[dict], model: str) -> list[str]:
-    """Precisions whose ensemble `<model>_<precision>` is ready (engine `<...>_infer` next to it)."""
-    ready = {m["name"] for m in index if m.get("state") == "READY"}
-    prefix = f"{model}_"
-    return sorted(n[len(prefix):] for n in ready
-                  if n.startswith(prefix) and f"{n}_infer" in ready and not n.endswith(("_infer", "_preprocess")))

@@ -1,0 +1,83 @@
+"""The errors clients.triton raises, and how it recognizes the transport errors it rewrites into them.
+
+Every TritonClientError message says what the user can do about it (the wording lives with the
+clients in clients.triton, which know the URL, protocol and timeout). The predicates below sort a
+raw tritonclient / aiohttp / socket error into "never reached the server" (worth retrying),
+"timed out" (not retried: the server is there but slow) and everything else.
+"""
+from __future__ import annotations
+
+import asyncio
+
+
+class TritonClientError(RuntimeError):
+    """Something a user can act on; the message says what."""
+
+
+class ServerUnavailable(TritonClientError):
+    """The server could not be reached (refused, unreachable, timed out) within the retries."""
+
+
+class ServerNotReady(TritonClientError):
+    """The server answers but is not ready (models loading or failed)."""
+
+
+class UnknownModel(TritonClientError):
+    """The model is not in the server's repository."""
+
+
+class ModelNotReady(TritonClientError):
+    """The model exists but is not loaded (see the reason)."""
+
+
+class BatchTooLarge(TritonClientError):
+    """More images in one request than the model's max_batch_size."""
+
+
+class RequestTimeout(TritonClientError):
+    """The server took longer than the timeout to answer."""
+
+
+# tritonclient is imported inside the functions so that importing this module (and the error
+# classes) does not need it installed.
+
+def is_connection_error(err: BaseException) -> bool:
+    """True when the request did not reach a server (worth retrying)."""
+    if isinstance(err, (ConnectionError, OSError)) and not isinstance(err, TimeoutError):
+        return True
+    try:
+        import aiohttp
+
+        if isinstance(err, aiohttp.ClientConnectionError) and not isinstance(err, aiohttp.ServerTimeoutError):
+            return True
+    except ImportError:  # aiohttp comes with tritonclient[http]; without it there is no aio HTTP client
+        pass
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(err, InferenceServerException):
+        status = str(err.status() or "")
+        text = str(err.message() or "")
+        return "UNAVAILABLE" in status or "failed to connect" in text.lower() or "connection refused" in text.lower()
+    return False
+
+
+def is_timeout(err: BaseException) -> bool:
+    if isinstance(err, (TimeoutError, asyncio.TimeoutError)):
+        return True
+    name = type(err).__name__.lower()
+    if "timeout" in name:
+        return True
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(err, InferenceServerException):
+        return "DEADLINE_EXCEEDED" in str(err.status() or "") or "timed out" in str(err.message() or "").lower()
+    return False
+
+
+def message(err: BaseException) -> str:
+    """The server's own words for an error, or the exception's text."""
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(err, InferenceServerException):
+        return str(err.message() or err.status() or type(err).__name__)
+    return str(err) or type(err).__name__
