@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.jpegs import make_jpegs  # noqa: E402
 from builders.layout import DALI_INPUT  # noqa: E402
-from builders.preprocess import reference_preprocess, serialize  # noqa: E402
+from builders.preprocess import dali_gpu_support, reference_preprocess, serialize  # noqa: E402
 from builders.spec import Input, Triton  # noqa: E402
 
 
@@ -89,33 +89,6 @@ def parse_args(argv=None):
 
 
 # --- environment ----------------------------------------------------------------------------------
-
-def dali_gpu_support() -> tuple[bool, str]:
-    try:
-        import torch
-        if not torch.cuda.is_available():
-            return False, "no CUDA GPU (torch.cuda.is_available() is False)"
-    except ImportError:
-        pass
-    try:
-        from nvidia.dali import fn, pipeline_def, types
-        from nvidia.dali.backend import GetCUDADeviceCount
-    except ImportError as err:
-        return False, f"DALI is not installed ({err})"
-    if GetCUDADeviceCount() < 1:
-        return False, "DALI sees no CUDA GPU"
-    try:
-        @pipeline_def(batch_size=1, num_threads=1, device_id=0)
-        def probe():
-            return fn.external_source(name="x", dtype=types.UINT8, ndim=1).gpu()
-
-        pipe = probe()
-        pipe.build()
-        pipe.feed_input("x", [np.zeros(4, np.uint8)])
-        pipe.run()[0].as_cpu()
-    except Exception as err:  # noqa: BLE001
-        return False, f"DALI cannot run a GPU pipeline: {str(err).strip().splitlines()[0]}"
-    return True, ""
 
 
 def environment() -> dict:

@@ -140,3 +140,36 @@ def parity_tolerance(inp: Input) -> float:
     """
     levels = 12.0 if inp.crop < 128 else 2.0
     return levels / (255.0 * min(inp.std))
+
+
+def dali_gpu_support() -> tuple[bool, str]:
+    """(True, description) where DALI can build and run a GPU pipeline on device 0."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None and not torch.cuda.is_available():
+        return False, "no CUDA GPU (torch.cuda.is_available() is False)"
+    try:
+        import nvidia.dali as dali
+        from nvidia.dali import fn, pipeline_def, types
+        from nvidia.dali.backend import GetCUDADeviceCount
+    except ImportError as err:
+        return False, f"DALI is not installed ({err})"
+    if GetCUDADeviceCount() < 1:
+        return False, "DALI sees no CUDA GPU"
+    try:
+        @pipeline_def(batch_size=2, num_threads=1, device_id=0)
+        def probe():
+            return fn.external_source(name="x", dtype=types.UINT8, ndim=1).gpu()
+
+        pipe = probe()
+        pipe.build()
+        pipe.feed_input("x", [np.arange(5, dtype=np.uint8)] * 2)
+        (out,) = pipe.run()
+        assert np.array_equal(np.asarray(out.as_cpu()[1]), np.arange(5))
+    except Exception as err:  # noqa: BLE001 - any failure means "no DALI GPU support here"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return False, f"DALI cannot run a GPU pipeline on device 0: {first}"
+    name = torch.cuda.get_device_name(0) if torch is not None else "GPU 0"
+    return True, f"{name}, DALI {dali.__version__}"

@@ -33,7 +33,7 @@ import pytest
 
 from benchmarks.jpegs import natural_jpeg
 from builders.layout import DALI_INPUT, DALI_OUTPUT
-from builders.preprocess import pad_batch, serialize
+from builders.preprocess import dali_gpu_support, pad_batch, serialize
 from builders.spec import Input
 
 pytestmark = pytest.mark.gpu
@@ -49,42 +49,9 @@ DEMO = Input(resize=36, crop=32)      # the built-in demo's (build.toml)
 _REPORT: list[dict] = []
 
 
-def gpu_support() -> tuple[bool, str]:
-    """(True, description) where DALI can build and run a GPU pipeline on device 0."""
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None and not torch.cuda.is_available():
-        return False, "no CUDA GPU (torch.cuda.is_available() is False)"
-    try:
-        import nvidia.dali as dali
-        from nvidia.dali import fn, pipeline_def, types
-        from nvidia.dali.backend import GetCUDADeviceCount
-    except ImportError as err:
-        return False, f"DALI is not installed ({err})"
-    if GetCUDADeviceCount() < 1:
-        return False, "DALI sees no CUDA GPU"
-    try:
-        @pipeline_def(batch_size=2, num_threads=1, device_id=0)
-        def probe():
-            return fn.external_source(name="x", dtype=types.UINT8, ndim=1).gpu()
-
-        pipe = probe()
-        pipe.build()
-        pipe.feed_input("x", [np.arange(5, dtype=np.uint8)] * 2)
-        (out,) = pipe.run()
-        assert np.array_equal(np.asarray(out.as_cpu()[1]), np.arange(5))
-    except Exception as err:  # noqa: BLE001 - any failure means "no DALI GPU support here"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return False, f"DALI cannot run a GPU pipeline on device 0: {first}"
-    name = torch.cuda.get_device_name(0) if torch is not None else "GPU 0"
-    return True, f"{name}, DALI {dali.__version__}"
-
-
 @pytest.fixture(scope="module", autouse=True)
 def gpu():
-    ok, why = gpu_support()
+    ok, why = dali_gpu_support()
     if not ok:
         pytest.skip(f"needs a CUDA GPU with DALI GPU support: {why}")
     yield why
