@@ -61,7 +61,7 @@ def _plans_for(build: ModelBuild, ctx: BuildContext) -> tuple[dict, str, dict, s
     for precision, variant in build.variants.items():
         out = PLAN(ctx, label=f"{spec.name}/{precision}", onnx=variant.path, fp32=build.variants["fp32"].path,
                    precision=precision, engine_spec=spec.engine, max_batch=spec.triton.max_batch_size,
-                   crop=spec.input.crop, calibration=build.data.calibration, inp=spec.input,
+                   crop=spec.input.crop, calibration=build.data.calibration, inp=spec.input, calib=spec.calibration,
                    val_tensors=build.preprocessing.val_tensors, tensorrt_version=tensorrt.__version__,
                    compute_capability=cc, timing_cache=str(ctx.cache_dir / "tensorrt-timing.cache"))
         plans[precision] = out.plan
@@ -108,10 +108,10 @@ def _old_manifest(output: Path) -> dict:
         return {}
 
 
-def _carry_over(output: Path, staging: Path, spec: BuildSpec, artifacts: dict, models: dict) -> None:
+def _carry_over(output: Path, staging: Path, spec: BuildSpec, old: dict, artifacts: dict, models: dict) -> None:
     """Keep what this build did not touch: a `--target gpu` build keeps the previous cpu/
-    repository, a `--model a` build keeps model b, each with its manifest records."""
-    old = _old_manifest(output)
+    repository, a `--model a` build keeps model b, each with its manifest records (`old`: the
+    previous manifest)."""
     built = {m.name for m in spec.models}
     for path, rec in old.get("artifacts", {}).items():
         if rec.get("target") in spec.targets and rec.get("model") in built:
@@ -148,7 +148,8 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
         artifacts: dict[str, dict] = {}
         models_manifest, plan_status = {}, {}
         staging.mkdir(parents=True)
-        old_artifacts = _old_manifest(output).get("artifacts", {})
+        old = _old_manifest(output)
+        old_artifacts = old.get("artifacts", {})
         for b in builds:
             plans, status, info, cc = (_plans_for(b, ctx) if "gpu" in spec.targets
                                        else ({}, "gpu target not built", {}, None))
@@ -163,7 +164,7 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
             models_manifest[b.spec.name] = _model_manifest(b, status, info)
             if b.checkpoint:
                 models_manifest[b.spec.name]["checkpoint"] = f"source/{b.spec.name}.pt"
-        _carry_over(output, staging, spec, artifacts, models_manifest)
+        _carry_over(output, staging, spec, old, artifacts, models_manifest)
         manifest = {
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "targets": sorted({a["target"] for a in artifacts.values()}),

@@ -40,10 +40,11 @@ def load_checkpoint(arch: str, checkpoint: Path, num_classes: int) -> torch.nn.M
     return model.eval()
 
 
-def preprocess_set(images: ImageSet, inp: Input, crop: int | None = None) -> np.ndarray:
-    """[N, 3, crop, crop] float32 via the reference preprocessing (crop defaults to input.crop)."""
+def preprocess_set(images: ImageSet, inp: Input, crop: int | None = None, limit: int | None = None) -> np.ndarray:
+    """[N, 3, crop, crop] float32 via the reference preprocessing (crop defaults to input.crop);
+    the first `limit` images when given."""
     tweaked = inp if crop is None else inp.model_copy(update={"crop": crop})
-    return np.stack([reference_preprocess(f.read_bytes(), tweaked) for f in images.files])
+    return np.stack([reference_preprocess(f.read_bytes(), tweaked) for f in images.files[:limit]])
 
 
 def train_demo(train: ImageSet, inp: Input, arch: str, epochs: int, seed: int,

@@ -111,19 +111,14 @@ def _int8(workdir: Path, fp32: Path, calibration: Path, inp: Input, calib: Calib
           calib_cache: str, progress: ProgressFactory) -> OnnxModel:
     from builders.precision import to_int8
 
-    x = _preprocessed(calibration, inp, calib.max_images)
+    from builders.models import preprocess_set
+
+    x = preprocess_set(load_image_folder(calibration), inp, limit=calib.max_images)
     start = time.perf_counter()
     path, cache, reused = to_int8(fp32, workdir / "model.onnx", x, calib, Path(calib_cache),
                                   progress(f"calibrating int8 ({calib.method}, {len(x)} images)"))
     note = f"{calib.method} calibration on {len(x)} images; cache {cache.name} ({'reused' if reused else 'new'})"
     return OnnxModel(path, "int8", time.perf_counter() - start, note)
-
-
-def _preprocessed(folder: Path, inp: Input, limit: int | None = None) -> np.ndarray:
-    from builders.preprocess import reference_preprocess
-
-    images = load_image_folder(folder)
-    return np.stack([reference_preprocess(p.read_bytes(), inp) for p in images.files[:limit]])
 
 
 def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progress: ProgressFactory) -> Preprocessing:
@@ -177,18 +172,19 @@ class Plan:
 
 
 def _plan(workdir: Path, onnx: Path, fp32: Path, precision: str, engine_spec, max_batch: int, crop: int,
-          calibration: Path | None, inp: Input, val_tensors: Path, tensorrt_version: str,
+          calibration: Path | None, inp: Input, calib: Calibration, val_tensors: Path, tensorrt_version: str,
           compute_capability: str | None, timing_cache: str) -> Plan:
     # tensorrt_version and compute_capability are inputs only so that they key the cache:
     # a plan runs only on the TensorRT release and GPU architecture it was built with.
     from builders import engine
+    from builders.models import preprocess_set
 
     implicit = precision == "int8" and engine_spec.int8_implicit_calibrator
     plan = workdir / engine.plan_filename(compute_capability, engine_spec.hardware_compatible)
     info = engine.build_plan(
         fp32 if implicit else onnx, plan, precision, engine_spec, max_batch, layout.ENGINE_INPUT,
         (3, crop, crop), Path(timing_cache),
-        calib_images=_preprocessed(calibration, inp, 1000) if implicit else None,
+        calib_images=preprocess_set(load_image_folder(calibration), inp, limit=calib.max_images) if implicit else None,
         calib_cache_path=workdir / "calibration.cache" if implicit else None)
     info["validation"] = engine.validate_plan(plan, fp32 if implicit else onnx, np.load(val_tensors),
                                               version_compatible=engine_spec.version_compatible)

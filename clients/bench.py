@@ -295,15 +295,8 @@ def _plots(out: Path, rows: list[dict]) -> list[Path]:
         ax.plot([r["batch_size"] for r in pts], [r["images_per_s"] for r in pts], styles.get(proto, ":"),
                 marker="o", color=colors.get(prec), label=label(prec, proto, conc), alpha=0.9)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size (images per request)")
-    ax.set_ylabel("images/s")
-    ax.set_title("throughput vs batch size")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    p1 = out / "throughput_vs_batch.png"
-    fig.savefig(p1)
-    plt.close(fig)
+    p1 = _save(fig, ax, out / "throughput_vs_batch.png", "throughput vs batch size",
+               "batch size (images per request)", "images/s")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=80)
     for (prec, proto, conc), pts in sorted(series.items()):
@@ -314,16 +307,23 @@ def _plots(out: Path, rows: list[dict]) -> list[Path]:
             ax.annotate(str(r["batch_size"]), (r["images_per_s"], r["latency_ms"]["p99"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
     ax.set_yscale("log")
-    ax.set_xlabel("images/s")
-    ax.set_ylabel("p99 latency per request (ms)")
-    ax.set_title("latency vs throughput (labels: batch size)")
+    p2 = _save(fig, ax, out / "latency_vs_throughput.png", "latency vs throughput (labels: batch size)",
+               "images/s", "p99 latency per request (ms)")
+    return [p1, p2]
+
+
+def _save(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    p2 = out / "latency_vs_throughput.png"
-    fig.savefig(p2)
+    fig.savefig(path)
     plt.close(fig)
-    return [p1, p2]
+    return path
 
 
 def _parser() -> argparse.ArgumentParser:
