@@ -84,9 +84,10 @@ def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict) -> dict:
         "train_seconds": b.train_seconds,
         "export": dataclasses.asdict(b.export_parity) if b.export_parity else None,
         "preprocessing": {
-            "max_abs_diff": pre.max_abs_diff, "mean_abs_diff": pre.mean_abs_diff,
-            "tolerance": pre.tolerance, "within_tolerance": pre.max_abs_diff <= pre.tolerance,
-            "images": pre.images, "reference": "PIL bilinear resize + numpy normalize",
+            **pre.parity, "within_tolerance": not pre.parity["outside_tolerance"],
+            "policy": "enforce" if pre.enforced else "warn (input.parity or --allow-preprocess-mismatch)",
+            "compared": "DALI CPU (the cpu target's dali.py) vs the torchvision transform, per image",
+            "reference": _reference_text(spec.input),
         },
         "precisions": {
             p: {**dataclasses.asdict(b.evaluations[p]), "build_seconds": v.seconds, "notes": v.notes}
@@ -99,6 +100,12 @@ def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict) -> dict:
                for p in b.variants},
         },
     }
+
+
+def _reference_text(inp) -> str:
+    resize = f"Resize({inp.resize})" if inp.resize_mode == "shorter" else f"Resize(({inp.resize}, {inp.resize}))"
+    return (f"torchvision {resize}, CenterCrop({inp.crop}), ToTensor(), Normalize(mean={list(inp.mean)}, "
+            f"std={list(inp.std)}) on the PIL RGB image")
 
 
 def _old_manifest(output: Path) -> dict:

@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engine-builder", choices=("python", "trtexec"),
                    help="how TensorRT plans are built (gpu target): the Python API or trtexec; "
                         "default: each model's engine.builder")
+    p.add_argument("--allow-preprocess-mismatch", action="store_true",
+                   help="build even when DALI's output is outside tolerance of the torchvision transform "
+                        "(sets every model's input.parity = 'warn'; recorded in the manifest)")
     v = p.add_mutually_exclusive_group()
     v.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
     v.add_argument("-q", "--quiet", action="store_true", help="print errors and the summary only")
@@ -70,6 +73,8 @@ def select(spec: BuildSpec, args: argparse.Namespace) -> BuildSpec:
     if args.engine_builder:
         models = tuple(m.model_copy(update={"engine": m.engine.model_copy(update={"builder": args.engine_builder})})
                        for m in models)
+    if args.allow_preprocess_mismatch:
+        models = tuple(m.model_copy(update={"input": m.input.model_copy(update={"parity": "warn"})}) for m in models)
     update = {"models": models}
     if args.targets:
         update["targets"] = tuple(dict.fromkeys(args.targets))

@@ -3,7 +3,7 @@
 One place decides what the repository looks like, so a client never guesses a model or tensor name:
 
     <output>/manifest.json
-    <output>/<target>/<name>_preprocess/{config.pbtxt, 1/model.dali}         DALI backend
+    <output>/<target>/<name>_preprocess/{config.pbtxt, 1/dali.py}            DALI backend (autoserialized)
     <output>/<target>/<name>_<precision>_infer/{config.pbtxt, labels.txt, 1/model.onnx | 1/model.plan}
     <output>/<target>/<name>_<precision>/{config.pbtxt, labels.txt, 1/}       the ensemble users call
 """
@@ -19,6 +19,9 @@ ENGINE_INPUT = "input"            # name of the ONNX/TensorRT input
 ENGINE_OUTPUT = "logits"          # name of the ONNX/TensorRT output
 
 LABELS_FILE = "labels.txt"
+# The pipeline definition dali_backend autoserializes at load (its fallback file name, so no
+# default_model_filename is needed in the config).
+DALI_DEFINITION = "dali.py"
 MANIFEST_FILE = "manifest.json"
 
 

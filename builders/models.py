@@ -1,8 +1,8 @@
 """Model sources: the built-in demo (trained here), a torchvision architecture with a checkpoint.
 
-Training uses exactly the serving preprocessing (resize shorter side, normalize) on the decoded
-JPEGs, with a random crop in place of the center crop as the only augmentation, so the network
-sees at serving time what it saw in training.
+Training uses exactly the reference preprocessing (torchvision's Resize + Normalize, which the
+served DALI pipeline is checked against) on the decoded JPEGs, with a random crop in place of the
+center crop as the only augmentation, so the network sees at serving time what it saw in training.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import torchvision
 
 from builders.datasets import ImageSet
-from builders.preprocess import reference_preprocess
+from builders.preprocess import reference_preprocess, reference_transform
 from builders.spec import Input
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -41,10 +41,11 @@ def load_checkpoint(arch: str, checkpoint: Path, num_classes: int) -> torch.nn.M
 
 
 def preprocess_set(images: ImageSet, inp: Input, crop: int | None = None, limit: int | None = None) -> np.ndarray:
-    """[N, 3, crop, crop] float32 via the reference preprocessing (crop defaults to input.crop);
-    the first `limit` images when given."""
+    """[N, 3, crop, crop] float32 via the reference preprocessing, torchvision's transform (crop
+    defaults to input.crop); the first `limit` images when given."""
     tweaked = inp if crop is None else inp.model_copy(update={"crop": crop})
-    return np.stack([reference_preprocess(f.read_bytes(), tweaked) for f in images.files[:limit]])
+    transform = reference_transform(tweaked)
+    return np.stack([reference_preprocess(f.read_bytes(), tweaked, transform) for f in images.files[:limit]])
 
 
 def train_demo(train: ImageSet, inp: Input, arch: str, epochs: int, seed: int,

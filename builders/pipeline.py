@@ -61,13 +61,16 @@ class Evaluation:
 
 @dataclass
 class Preprocessing:
-    cpu: Path
+    cpu: Path                      # the cpu variant's pipeline definition (dali.py)
     gpu: Path
     val_tensors: Path              # the CPU pipeline's output on the val images (.npy)
-    max_abs_diff: float            # vs the PIL/numpy reference
-    mean_abs_diff: float
-    tolerance: float
+    parity: dict                   # DALI CPU vs the torchvision transform: builders.preprocess.Parity.summary()
+    enforced: bool                 # False: input.parity = "warn" let a mismatch through
     images: int
+
+
+class PreprocessParityError(ValueError):
+    """DALI's output is outside tolerance of the torchvision transform (input.parity = "enforce")."""
 
 
 # --- stage functions ---------------------------------------------------------------------------
@@ -122,12 +125,13 @@ def _int8(workdir: Path, fp32: Path, calibration: Path, inp: Input, calib: Calib
 
 
 def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progress: ProgressFactory) -> Preprocessing:
-    from builders.preprocess import CpuPreprocessor, pad_batch, parity_tolerance, reference_preprocess, serialize
+    from builders.preprocess import CpuPreprocessor, pad_batch, parity, reference_preprocess, reference_transform
+    from builders.preprocess import write_definition
 
     mbs = triton.max_batch_size
-    cpu = serialize(inp, "cpu", mbs, workdir / "cpu" / "model.dali", num_threads=triton.dali_num_threads)
-    gpu = serialize(inp, "gpu", mbs, workdir / "gpu" / "model.dali", num_threads=triton.dali_gpu_num_threads,
-                    hw_decoder_load=triton.hw_decoder_load)
+    cpu = write_definition(inp, "cpu", workdir / "cpu" / layout.DALI_DEFINITION, mbs, triton.dali_num_threads)
+    gpu = write_definition(inp, "gpu", workdir / "gpu" / layout.DALI_DEFINITION, mbs, triton.dali_gpu_num_threads,
+                           hw_decoder_load=triton.hw_decoder_load)
     images = load_image_folder(val)
     encoded = images.encoded()
     pre = CpuPreprocessor(cpu, num_threads=triton.dali_num_threads)
@@ -138,11 +142,19 @@ def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progres
         outs.append(pre(list(pad_batch(encoded[i: i + mbs]))))
         bar(min(i + mbs, len(encoded)), len(encoded))
     dali = np.concatenate(outs)
-    ref = np.stack([reference_preprocess(e, inp) for e in encoded])
-    diff = np.abs(dali - ref)
+    transform = reference_transform(inp)
+    ref = np.stack([reference_preprocess(e, inp, transform) for e in encoded])
+    names = [str(f.relative_to(images.root)) for f in images.files]
+    result = parity(dali, ref, inp.std, names, "cpu")
+    if result.failing and inp.parity == "enforce":
+        raise PreprocessParityError(
+            f"DALI CPU preprocessing differs from the torchvision transform on {len(result.failing)} of "
+            f"{len(names)} validation images (tolerance per image, pixel levels: {result.tolerance}); worst: "
+            f"{result.worst()}. Check input.resize/crop/resize_mode/mean/std against the training transform; "
+            "input.parity = 'warn' or --allow-preprocess-mismatch builds anyway")
     np.save(workdir / "val_tensors.npy", dali)
-    return Preprocessing(cpu, gpu, workdir / "val_tensors.npy", float(diff.max()), float(diff.mean()),
-                         parity_tolerance(inp), len(encoded))
+    return Preprocessing(cpu, gpu, workdir / "val_tensors.npy", result.summary(), inp.parity == "enforce",
+                         len(encoded))
 
 
 def _evaluate(workdir: Path, model: Path, precision: str, fp32: Path, val_tensors: Path, val: Path,
@@ -196,7 +208,7 @@ TRAIN = Stage("train", TrainedModel, _train)
 EXPORT = Stage("export", OnnxModel, _export)
 FP16 = Stage("fp16", OnnxModel, _fp16)
 INT8 = Stage("int8", OnnxModel, _int8, version="2")
-PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing)
+PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing, version="2")
 EVALUATE = Stage("evaluate", Evaluation, _evaluate)
 PLAN = Stage("tensorrt-plan", Plan, _plan)
 

@@ -88,8 +88,9 @@ def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Pa
     (pre_dir / WARMUP_DIR / "image.jpg").write_bytes(image)
     write_config(preprocess_config(spec, target, len(image)), pre_dir)
     dali = build.preprocessing.cpu if target == "cpu" else build.preprocessing.gpu
-    artifacts[str((pre_dir / "1" / "model.dali").relative_to(root))] = {
-        "kind": "dali", "target": target, "model": spec.name, **_copy(dali, pre_dir / "1" / "model.dali")}
+    definition = pre_dir / "1" / layout.DALI_DEFINITION
+    artifacts[str(definition.relative_to(root))] = {
+        "kind": "dali_definition", "target": target, "model": spec.name, **_copy(dali, definition)}
 
     for precision, variant in build.variants.items():
         eng_dir = base / layout.engine_model(spec.name, precision)

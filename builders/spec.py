@@ -74,16 +74,26 @@ class Data(_Strict):
 
 
 class Input(_Strict):
-    """Preprocessing: decode -> resize shorter side -> center crop -> normalize -> CHW float."""
+    """Preprocessing: decode -> resize -> center crop -> normalize -> CHW float, exactly
+    torchvision's eval transform (the reference the DALI pipeline is checked against):
+    `Resize(resize)` (or `Resize((resize, resize))`), `CenterCrop(crop)`, `ToTensor()`,
+    `Normalize(mean, std)` on the RGB image."""
 
     resize: int = Field(36, ge=1, le=4096)
-    """Shorter side after resize, in pixels."""
+    """Shorter side after resize, in pixels (resize_mode "shorter"), or both sides ("square")."""
+    resize_mode: Literal["shorter", "square"] = "shorter"
+    """"shorter": torchvision `Resize(resize)`, the longer side keeps the aspect ratio (truncated to
+    an integer, as torchvision does); "square": `Resize((resize, resize))`, aspect ratio not kept."""
     crop: int = Field(32, ge=1, le=4096)
     """Side of the square center crop fed to the network; the network's input is crop x crop."""
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     """Per-channel mean (RGB) in [0, 1] units."""
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     """Per-channel standard deviation (RGB) in [0, 1] units."""
+    parity: Literal["enforce", "warn"] = "enforce"
+    """"enforce": the build fails (nothing swapped in) when DALI's output is outside tolerance of
+    the torchvision transform on any validation image; "warn": it reports and goes on (recorded
+    in the manifest). `build_all.py --allow-preprocess-mismatch` sets "warn"."""
 
     @field_validator("std")
     @classmethod

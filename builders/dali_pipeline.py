@@ -1,0 +1,65 @@
+"""The DALI preprocessing graph, self-contained: this file imports only DALI.
+
+The builder copies this file, unchanged, into every `<model>_preprocess/1/dali.py` of the
+repository and appends a few generated lines that bind the model's constants and mark one
+pipeline for autoserialization (dali_backend's "Autoserialization": the backend imports the file
+with the DALI of the Triton release it runs in and serializes it at model load). Nothing here may
+import the project, and only operators and arguments that exist in every DALI version of the
+supported Triton releases are used (DALI >= 1.51: peek_image_shape, decoders.image, resize with
+resize_x/resize_y argument inputs, slice with start/shape, crop_mirror_normalize, arithmetic on
+data nodes).
+
+The geometry is torchvision's eval transform, computed per image from its header inside the
+pipeline, so that the served tensors match what the model was trained and evaluated with:
+
+    mode "shorter": Resize(resize) -> CenterCrop(crop)   shorter side -> resize,
+                     longer side -> int(resize * long / short) (torchvision truncates)
+    mode "square":  Resize((resize, resize)) -> CenterCrop(crop)
+    CenterCrop anchor: int(round((size - crop) / 2)), Python's round: halves go to the even integer
+    bilinear, antialiased (PIL's filter, which torchvision uses on PIL images)
+    then ToTensor + Normalize(mean, std), CHW float32
+
+EXIF orientation is ignored, as torchvision's ImageFolder loader (PIL without exif_transpose)
+ignores it.
+"""
+from nvidia.dali import fn, types
+
+
+def _center_anchor(size, crop):
+    # int(round(d / 2)) with round-half-to-even, in integer arithmetic on data nodes:
+    # d even -> d // 2; d odd -> k = d // 2, and k.5 rounds to the even one of k, k + 1.
+    d = size - crop
+    k = d // 2
+    odd = d - 2 * k
+    return k + odd * (k - 2 * (k // 2))
+
+
+def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", hw_decoder_load=0.65):
+    """Decode -> resize -> center crop -> normalize for the encoded images `encoded` (a CPU node).
+
+    device: "cpu" (all CPU operators) or "gpu" (nvJPEG "mixed" decoder, GPU resize/normalize).
+    resize, crop, mode: the torchvision geometry above. mean, std: per RGB channel in [0, 1].
+    hw_decoder_load: share of JPEGs for the hardware decoder (gpu only).
+    """
+    if mode == "square":
+        out_w = out_h = float(resize)
+        start = [_center_anchor(resize, crop)] * 2
+    elif mode == "shorter":
+        shape = fn.peek_image_shape(encoded, dtype=types.INT64, adjust_orientation=False)   # H, W, C
+        h, w = shape[0], shape[1]
+        portrait = fn.cast(w <= h, dtype=types.INT64)     # torchvision: the short side is w when w <= h
+        new_w = portrait * resize + (1 - portrait) * ((resize * w) // h)
+        new_h = (1 - portrait) * resize + portrait * ((resize * h) // w)
+        out_w, out_h = fn.cast(new_w, dtype=types.FLOAT), fn.cast(new_h, dtype=types.FLOAT)
+        start = fn.cast(fn.stack(_center_anchor(new_h, crop), _center_anchor(new_w, crop)), dtype=types.INT32)
+    else:
+        raise ValueError(f"mode must be 'shorter' or 'square', got {mode!r}")
+    if device == "gpu":
+        images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB,
+                                   hw_decoder_load=hw_decoder_load, adjust_orientation=False)
+    else:
+        images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB, adjust_orientation=False)
+    images = fn.resize(images, resize_x=out_w, resize_y=out_h, antialias=True, interp_type=types.INTERP_LINEAR)
+    images = fn.slice(images, start=start, shape=[crop, crop], axes=[0, 1])
+    return fn.crop_mirror_normalize(images, mean=[m * 255.0 for m in mean], std=[s * 255.0 for s in std],
+                                    dtype=types.FLOAT, output_layout="CHW")
