@@ -13,6 +13,7 @@ from pathlib import Path
 from builders import layout
 from builders.pipeline import ModelBuild, build_model
 from builders.repository import recover, staging_dir, swap_in, write_target
+from builders.preprocess import describe_transform
 from builders.spec import BuildSpec
 from builders.stages import BuildContext
 
@@ -87,7 +88,7 @@ def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict) -> dict:
             **pre.parity, "within_tolerance": not pre.parity["outside_tolerance"],
             "policy": "enforce" if pre.enforced else "warn (input.parity or --allow-preprocess-mismatch)",
             "compared": "DALI CPU (the cpu target's dali.py) vs the torchvision transform, per image",
-            "reference": _reference_text(spec.input),
+            "reference": describe_transform(spec.input),
         },
         "precisions": {
             p: {**dataclasses.asdict(b.evaluations[p]), "build_seconds": v.seconds, "notes": v.notes}
@@ -100,12 +101,6 @@ def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict) -> dict:
                for p in b.variants},
         },
     }
-
-
-def _reference_text(inp) -> str:
-    resize = f"Resize({inp.resize})" if inp.resize_mode == "shorter" else f"Resize(({inp.resize}, {inp.resize}))"
-    return (f"torchvision {resize}, CenterCrop({inp.crop}), ToTensor(), Normalize(mean={list(inp.mean)}, "
-            f"std={list(inp.std)}) on the PIL RGB image")
 
 
 def _old_manifest(output: Path) -> dict:

@@ -92,7 +92,7 @@ def write_definition(inp: Input, device: str, path: Path, batch_size: int, num_t
     threads; hw_decoder_load: share of JPEGs for the hardware decoder (gpu only)."""
     tail = _GENERATED.format(model=model, device=device, params=definition_params(inp, device, hw_decoder_load),
                              batch_size=int(batch_size), num_threads=int(num_threads),
-                             device_id=None, input_name=DALI_INPUT)
+                             input_name=DALI_INPUT)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(DEFINITION_SOURCE.read_text() + tail)
@@ -186,6 +186,13 @@ def reference_transform(inp: Input):
     size = inp.resize if inp.resize_mode == "shorter" else (inp.resize, inp.resize)
     return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
                       T.CenterCrop(inp.crop), T.ToTensor(), T.Normalize(list(inp.mean), list(inp.std))])
+
+
+def describe_transform(inp: Input) -> str:
+    """The reference transform in torchvision's words, for reports and manifests."""
+    resize = f"Resize({inp.resize})" if inp.resize_mode == "shorter" else f"Resize(({inp.resize}, {inp.resize}))"
+    return (f"torchvision {resize}, CenterCrop({inp.crop}), ToTensor(), Normalize(mean={list(inp.mean)}, "
+            f"std={list(inp.std)}) on the PIL RGB image")
 
 
 def reference_preprocess(encoded: bytes, inp: Input, transform=None) -> np.ndarray:

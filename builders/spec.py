@@ -145,6 +145,13 @@ class Triton(_Strict):
     1.0 was fastest in every cell of the H200 sweep (docs/gpu_preprocess.md). DALI's own default
     is 0.65: rerun benchmarks/preprocess_bench.py on other GPUs."""
 
+    max_image_pixels: int = Field(50_000_000, ge=0)
+    """Pixel budget per image (width x height from the header, checked before decoding; 0 = no
+    limit): a 600-byte JPEG can declare 20000x20000 and make a decoder allocate gigabytes. 50 MP
+    admits 8000x6000 camera images. Written into the DALI model's config as a parameter."""
+    max_request_pixels: int = Field(512_000_000, ge=0)
+    """Pixel budget per request, all images together (0 = no limit); 512 MP is 64 images of 8 MP."""
+
     @model_validator(mode="after")
     def _preferred_fit(self) -> "Triton":
         too_big = [b for b in self.preferred_batch_sizes if b < 1 or b > self.max_batch_size]

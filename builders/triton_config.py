@@ -59,6 +59,11 @@ def preprocess_config(spec: ModelSpec, target: str, warmup_image_bytes: int | No
     )
     threads = t.dali_gpu_num_threads if target == "gpu" else t.dali_num_threads
     cfg.parameters["num_threads"].CopyFrom(_param(threads))
+    # The pixel budget: checked from the image headers by the local server's DALI stand-in; the
+    # official DALI backend ignores parameters it does not know, so there it documents the limit
+    # that must be enforced in front of Triton (docs/hardening.md).
+    cfg.parameters["max_image_pixels"].CopyFrom(_param(t.max_image_pixels))
+    cfg.parameters["max_request_pixels"].CopyFrom(_param(t.max_request_pixels))
     if warmup_image_bytes:
         cfg.model_warmup.extend(_warmup(spec, layout.DALI_INPUT, mc.TYPE_UINT8, [warmup_image_bytes], "image.jpg"))
     return cfg

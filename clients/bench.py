@@ -15,7 +15,7 @@ ensemble the average queue, compute_input, compute_infer and compute_output time
 the step that takes longest (the bottleneck). Every point also checks that the requests this client
 sent equal the ensemble's success count delta on the server.
 
-In the same run, the DALI CPU pipeline of the repository (model.dali, in-process) is timed against
+In the same run, the DALI CPU pipeline of the repository (dali.py, in-process) is timed against
 a per-image PIL + torchvision loop (decode, resize, crop, normalize: what a DataLoader worker does)
 on the same images, and the ratio is printed.
 
@@ -340,7 +340,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", action="append", choices=PROTOCOLS, default=[],
                    help="protocol(s) to measure (repeatable; default: http and grpc)")
     p.add_argument("--manifest", type=Path, default=Path("model_repository/manifest.json"),
-                   help="manifest.json of the served repository: image set and model.dali for the preprocessing "
+                   help="manifest.json of the served repository: image set and dali.py for the preprocessing "
                         "comparison (default: %(default)s)")
     p.add_argument("--model", default=None, help="model name, e.g. digits (default: the only one served)")
     p.add_argument("--precision", action="append", default=[],
@@ -447,7 +447,7 @@ def run(args) -> int:
         stats_client.close()
 
     pre = None
-    dali_file = args.manifest.parent / "cpu" / layout.preprocess_model(name) / "1" / "model.dali"
+    dali_file = args.manifest.parent / "cpu" / layout.preprocess_model(name) / "1" / layout.DALI_DEFINITION
     if not args.no_preprocess_comparison:
         if dali_file.is_file() and entry.get("input"):
             pre = preprocess_comparison(dali_file, entry["input"], encoded, mode["preprocess_s"])

@@ -344,6 +344,18 @@ class TritonClient(_Common):
             latency = time.perf_counter() - start
         return Prediction(model, logits, softmax_top_k(logits, labels, top_k), latency)
 
+    def preprocess(self, model: str, images: Sequence[bytes] | np.ndarray) -> np.ndarray:
+        """The output tensor of a preprocessing model (`<name>_preprocess`: encoded images in,
+        float32 [N, 3, crop, crop] out), in one request: what the ensemble hands its network."""
+        batch = as_padded(images)
+        config = self.model_config(model)
+        inp = self._mod.InferInput(config["input"][0]["name"], list(batch.shape), "UINT8")
+        inp.set_data_from_numpy(batch)
+        out_name = config["output"][0]["name"]
+        result = self._call(self._client.infer, model, [inp], outputs=[self._mod.InferRequestedOutput(out_name)],
+                            model=model)
+        return result.as_numpy(out_name)
+
     def infer_many(self, model: str, images: Sequence[bytes], batch_size: int | None = None,
                    top_k: int = 5) -> Prediction:
         """Any number of images, sent in requests of `batch_size` (default: max_batch_size)."""

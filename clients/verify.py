@@ -1,23 +1,23 @@
-"""Check every served precision of a model against the PyTorch model run in-process.
+"""Check that the served ensembles answer like the user's PyTorch model with its own preprocessing.
 
     python -m clients.verify                                  # manifest and server defaults
     python -m clients.verify --protocol grpc --min-agreement int8=0.97 --json results/verify.json
 
-For each precision ensemble on the server (`<model>_<precision>`), the labeled image set (the
-manifest's data.val by default) goes through the server, and the PyTorch checkpoint the repository
-was built from (manifest: `checkpoint`, `source.arch`) runs in-process on the same images. Reported
-per precision: accuracy of both, the accuracy drop, top-1 agreement, max and mean abs logit diff;
-thresholds per precision (flags below); exit status 1 when one is missed, 2 when verification could
-not run (server unreachable, no manifest, ...).
+The reference is the user's view: the PyTorch checkpoint the repository was built from (manifest:
+`checkpoint`, `source.arch`), run in-process on the output of the training/eval transform
+(torchvision `Resize`, `CenterCrop`, `ToTensor`, `Normalize`, as the manifest's `input` says) of
+the labeled images (the manifest's validation set by default). Three things are reported:
 
-PyTorch's input is, by default, the output of the repository's own CPU DALI pipeline
-(`cpu/<model>_preprocess/1/model.dali`, run in-process with the same DALI version), not the PIL
-reference. Why: then both sides see bit-identical tensors and every difference in the table comes
-from what the served path adds (precision conversion, the runtime, batching) and not from resize
-filters, which differ between DALI and PIL by up to ~11 pixel levels at small sizes (DESIGN.md §5);
-the builder checks DALI against PIL separately and records it in the manifest (preprocessing).
-`--pytorch-input pil` uses builders.preprocess.reference_preprocess instead (end-to-end vs. a
-plain PIL pipeline; expect larger diffs).
+- preprocessing parity: the served `<model>_preprocess` (DALI) output vs the torchvision transform,
+  per image in pixel levels (mean, p99, max), against the tolerance for the device the server runs
+  it on (builders.preprocess: CPU or GPU/nvJPEG);
+- network parity, per precision: the ensemble's logits vs PyTorch run on the served
+  preprocessing output (what the conversion to ONNX/TensorRT and the precision change);
+- end to end, per precision: the ensemble vs PyTorch on the torchvision transform — accuracy of
+  both, the drop, top-1 agreement, logit differences.
+
+Exit status 1 when a threshold (flags below) or the preprocessing tolerance is missed, 2 when
+verification could not run (server unreachable, no manifest, ...).
 """
 from __future__ import annotations
 
@@ -116,55 +116,62 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (default: all)")
     p.add_argument("--batch-size", type=int, default=32,
                    help="images per request (capped at the model's max_batch_size; default: %(default)s)")
-    p.add_argument("--pytorch-input", choices=("dali", "pil"), default="dali",
-                   help="what PyTorch gets: the repository's CPU DALI pipeline output (default; isolates what the "
-                        "served path adds) or the PIL reference preprocessing")
     p.add_argument("--min-agreement", action="append", default=[], metavar="[PREC=]VALUE",
                    help="minimum top-1 agreement with PyTorch, 0..1 (defaults: fp32 0.99, fp16 0.99, int8 0.95)")
     p.add_argument("--max-accuracy-drop", action="append", default=[], metavar="[PREC=]VALUE",
                    help="maximum accuracy drop against PyTorch, as a fraction (0.01 = 1 point; defaults: fp32 0.01, "
                         "fp16 0.01, int8 0.02)")
     p.add_argument("--max-abs-diff", action="append", default=[], metavar="[PREC=]VALUE",
-                   help="maximum abs logit difference (defaults: fp32 1e-3, fp16 0.1, int8 none = not checked)")
+                   help="maximum abs logit difference of the network: served ensemble vs PyTorch on the served "
+                        "preprocessing output (defaults: fp32 1e-3, fp16 0.1, int8 none = not checked)")
     p.add_argument("--shared-memory", action="store_true",
                    help="send images through system shared memory (server on this machine only)")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this path")
     return p
 
 
-def _load_reference(manifest_path: Path, name: str, entry: dict, images, pytorch_input: str):
-    """PyTorch logits on the same images; returns (logits, description)."""
-    from builders.models import load_checkpoint
-    from builders.preprocess import CpuPreprocessor, reference_preprocess
-    from builders.spec import Input
-    from runners.compare import run_batches
-    from runners.torch_runner import TorchRunner
+class _Reference:
+    """The user's PyTorch model and transform for one manifest entry."""
 
-    root = manifest_path.parent
-    if not entry.get("checkpoint"):
-        raise SystemExit(f"error: the manifest has no PyTorch checkpoint for {name!r} (source: "
-                         f"{entry.get('source', {}).get('kind')}); nothing to verify against")
-    ckpt = root / entry["checkpoint"]
-    arch = entry["source"]["arch"]
-    model = load_checkpoint(arch, ckpt, int(entry["num_classes"]))
-    encoded = [f.read_bytes() for f in images.files]
-    dali_file = root / "cpu" / layout.preprocess_model(name) / "1" / "model.dali"
-    if pytorch_input == "dali" and not dali_file.is_file():
-        print(f"note: {dali_file} not found (no cpu target); PyTorch gets the PIL reference preprocessing",
-              file=sys.stderr)
-        pytorch_input = "pil"
-    if pytorch_input == "dali":
-        pre = CpuPreprocessor(dali_file)
-        x = np.concatenate([pre([np.frombuffer(e, np.uint8) for e in encoded[i: i + pre.max_batch_size]])
-                            for i in range(0, len(encoded), pre.max_batch_size)])
-        how = f"PyTorch {arch} ({entry['checkpoint']}) on the output of {dali_file.relative_to(root)} (DALI CPU)"
-    else:
-        inp = Input(**entry["input"])
-        x = np.stack([reference_preprocess(e, inp) for e in encoded])
-        how = f"PyTorch {arch} ({entry['checkpoint']}) on builders.preprocess.reference_preprocess (PIL)"
-    with TorchRunner(model) as runner:
-        logits = run_batches(runner, layout.ENGINE_INPUT, x, layout.ENGINE_OUTPUT, batch=128)
-    return logits, how
+    def __init__(self, manifest_path: Path, name: str, entry: dict):
+        from builders.models import load_checkpoint
+        from builders.spec import Input
+
+        if not entry.get("checkpoint"):
+            raise SystemExit(f"error: the manifest has no PyTorch checkpoint for {name!r} (source: "
+                             f"{entry.get('source', {}).get('kind')}); nothing to verify against")
+        self.arch = entry["source"]["arch"]
+        self.checkpoint = entry["checkpoint"]
+        self.model = load_checkpoint(self.arch, manifest_path.parent / self.checkpoint, int(entry["num_classes"]))
+        self.input = Input(**entry["input"])
+
+    def transform(self, encoded: list[bytes]) -> np.ndarray:
+        from builders.preprocess import reference_preprocess, reference_transform
+
+        t = reference_transform(self.input)
+        return np.stack([reference_preprocess(e, self.input, t) for e in encoded])
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        from runners.compare import run_batches
+        from runners.torch_runner import TorchRunner
+
+        with TorchRunner(self.model) as runner:
+            return run_batches(runner, layout.ENGINE_INPUT, x, layout.ENGINE_OUTPUT, batch=128)
+
+    def describe(self) -> str:
+        from builders.preprocess import describe_transform
+
+        return f"PyTorch {self.arch} ({self.checkpoint}) on {describe_transform(self.input)}"
+
+
+def _served_preprocessing(client, name: str, padded: np.ndarray, batch: int) -> tuple[np.ndarray, str]:
+    """The served preprocessing model's output on every image, and the device it runs on."""
+    model = layout.preprocess_model(name)
+    groups = client.model_config(model).get("instance_group") or [{}]
+    device = "gpu" if any(g.get("kind") == "KIND_GPU" for g in groups) else "cpu"
+    size = min(batch, int(client.model_config(model).get("max_batch_size") or batch))
+    out = np.concatenate([client.preprocess(model, padded[i: i + size]) for i in range(0, len(padded), size)])
+    return out, device
 
 
 def run(args) -> int:
@@ -172,7 +179,7 @@ def run(args) -> int:
     from rich.table import Table
 
     from builders.datasets import load_image_folder
-    from builders.preprocess import pad_batch
+    from builders.preprocess import pad_batch, parity
     from clients.triton import TritonClient, TritonClientError, served_precisions
     from runners.compare import accuracy, compare_logits, run_batches
     from runners.triton_runner import TritonRunner
@@ -204,6 +211,7 @@ def run(args) -> int:
     rows: list[dict] = []
     notes: dict[str, str] = {}
     references: dict[str, str] = {}
+    pre_rows: dict[str, dict] = {}
     started = time.perf_counter()
     for name in names:
         entry = manifest["models"][name]
@@ -219,10 +227,23 @@ def run(args) -> int:
         labels = list(entry["labels"])
         # Folder names are the labels the model was trained with; map by name so a subset of classes works.
         targets = [labels.index(images.classes[t]) if images.classes[t] in labels else t for t in images.targets]
-        ref_logits, how = _load_reference(manifest_path, name, entry, images, args.pytorch_input)
-        references[name] = how
+        reference = _Reference(manifest_path, name, entry)
+        references[name] = reference.describe()
+        encoded = [f.read_bytes() for f in images.files]
+        ref_x = reference.transform(encoded)
+        ref_logits = reference.logits(ref_x)
         ref_acc = accuracy(ref_logits, targets)
-        padded = pad_batch([f.read_bytes() for f in images.files])
+        padded = pad_batch(encoded)
+        try:
+            served_x, device = _served_preprocessing(client, name, padded, args.batch_size)
+        except TritonClientError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        pre = parity(served_x, ref_x, reference.input.std,
+                     [str(f.relative_to(images.root)) for f in images.files], device)
+        net_logits = reference.logits(served_x)
+        pre_rows[name] = {**pre.summary(), "device": device, "status": "FAIL" if pre.failing else "PASS",
+                          "worst": pre.worst()}
         for precision in wanted:
             ensemble = layout.ensemble_model(name, precision)
             row: dict[str, Any] = {"model": name, "precision": precision, "ensemble": ensemble,
@@ -250,9 +271,11 @@ def run(args) -> int:
                 print(f"error: {err}", file=sys.stderr)
                 return 2
             cmp = compare_logits(ref_logits, served, "pytorch", ensemble)
+            net = compare_logits(net_logits, served, "pytorch-on-served-preprocessing", ensemble)
             acc = accuracy(served, targets)
             row.update(accuracy=acc, accuracy_drop=ref_acc - acc, top1_agreement=cmp.top1_agreement,
                        max_abs_diff=cmp.max_abs_diff, mean_abs_diff=cmp.mean_abs_diff,
+                       network_max_abs_diff=net.max_abs_diff, network_top1_agreement=net.top1_agreement,
                        engine_platform=engine_platform, batch_size=bs)
             problems = []
             t = _threshold(thresholds["min_agreement"], precision)
@@ -262,8 +285,9 @@ def run(args) -> int:
             if t is not None and ref_acc - acc > t:
                 problems.append(f"accuracy drop {100 * (ref_acc - acc):.2f} pts > {100 * t:.2f}")
             t = _threshold(thresholds["max_abs_diff"], precision)
-            if t is not None and cmp.max_abs_diff > t:
-                problems.append(f"max abs diff {cmp.max_abs_diff:.3g} > {t:g}")
+            if t is not None and net.max_abs_diff > t:
+                problems.append(f"network max abs logit diff {net.max_abs_diff:.3g} > {t:g} (vs PyTorch on the served "
+                                "preprocessing output)")
             if server_labels != labels:
                 problems.append(f"the server's labels {server_labels[:5]}... differ from the manifest's {labels[:5]}...")
             row.update(status="FAIL" if problems else "PASS", problems=problems)
@@ -275,19 +299,33 @@ def run(args) -> int:
     table = Table(title=f"verify: Triton {meta.get('version')} at {client.url} ({args.protocol}) vs PyTorch")
     for col, just in (("model", "left"), ("precision", "left"), ("images", "right"), ("accuracy", "right"),
                       ("PyTorch acc.", "right"), ("drop (pts)", "right"), ("top-1 agree", "right"),
-                      ("max |Δlogit|", "right"), ("mean |Δlogit|", "right"), ("result", "left")):
+                      ("max |Δlogit|", "right"), ("mean |Δlogit|", "right"), ("network max |Δ|", "right"),
+                      ("result", "left")):
         table.add_column(col, justify=just)
     for r in rows:
         if "accuracy" in r:
             table.add_row(r["model"], r["precision"], str(r["images"]), f"{r['accuracy']:.4f}",
                           f"{r['pytorch_accuracy']:.4f}", f"{100 * r['accuracy_drop']:+.2f}",
                           f"{r['top1_agreement']:.4f}", f"{r['max_abs_diff']:.3g}", f"{r['mean_abs_diff']:.3g}",
+                          f"{r['network_max_abs_diff']:.3g}",
                           "[green]PASS[/]" if r["status"] == "PASS" else "[red]FAIL[/]")
         else:
             style = "red" if r["status"] == "FAIL" else "yellow"
             table.add_row(r["model"], r["precision"], str(r["images"]), "-", f"{r['pytorch_accuracy']:.4f}",
-                          "-", "-", "-", "-", f"[{style}]{r['status']}[/]")
+                          "-", "-", "-", "-", "-", f"[{style}]{r['status']}[/]")
+    table.caption = ("end to end: served ensemble vs PyTorch on the torchvision transform; network: served ensemble "
+                     "vs PyTorch on the served preprocessing output")
     console.print(table)
+    for name, pr in pre_rows.items():
+        tol = pr["tolerance_levels"]
+        style = "green" if pr["status"] == "PASS" else "red"
+        console.print(f"preprocessing ({name}, served {layout.preprocess_model(name)} on {pr['device'].upper()} vs "
+                      f"torchvision, pixel levels per image over {pr['images']} images): mean <= "
+                      f"{pr['mean_levels']['max_over_images']:.2f}, p99 <= {pr['p99_levels']['max_over_images']:.2f}, "
+                      f"max {pr['max_levels']:.2f} (tolerance mean {tol['mean']}, p99 {tol['p99']}, max {tol['max']}) "
+                      f"[{style}]{pr['status']}[/]", highlight=False)
+        if pr["status"] == "FAIL":
+            console.print(f"FAIL {name} preprocessing: worst images: {pr['worst']}", highlight=False, markup=False)
     for r in rows:
         for problem in r.get("problems", []):
             console.print(f"{r['status']} {r['model']} {r['precision']}: {problem}", highlight=False, markup=False)
@@ -299,7 +337,8 @@ def run(args) -> int:
         console.print(f"reference ({name}): {references.get(name, '-')}", highlight=False, markup=False)
         console.print(f"TensorRT ({name}): {notes.get(name, '-')}", highlight=False, markup=False)
     failed = [r for r in rows if r["status"] == "FAIL"]
-    verdict = "FAIL" if failed or not any(r["status"] == "PASS" for r in rows) else "PASS"
+    pre_failed = [n for n, pr in pre_rows.items() if pr["status"] == "FAIL"]
+    verdict = "FAIL" if failed or pre_failed or not any(r["status"] == "PASS" for r in rows) else "PASS"
     if not rows or not any(r["status"] != "SKIP" for r in rows):
         console.print("[red]nothing verified:[/] the server serves none of the manifest's precisions")
     console.print(f"verdict: [{'green' if verdict == 'PASS' else 'red'}]{verdict}[/] "
@@ -312,7 +351,7 @@ def run(args) -> int:
             "server": {"url": client.url, "protocol": args.protocol, **meta},
             "manifest": {"path": str(manifest_path), "created": manifest.get("created"), "tools": tools},
             "reference": references, "tensorrt": notes,
-            "thresholds": thresholds, "results": rows,
+            "thresholds": thresholds, "preprocessing": pre_rows, "results": rows,
         }, indent=2))
         console.print(f"wrote {args.json}", highlight=False)
     return 0 if verdict == "PASS" else 1

@@ -3,7 +3,7 @@
     python -m serving.bench_local [--repository model_repository/cpu] [--precision fp32]
     python -m serving.bench_local --tiny          # no built repository: a small one (serving.minirepo)
 
-Both sides run the repository's own artifacts: model.dali through DALI on CPU, then model.onnx
+Both sides run the repository's own artifacts: dali.py through DALI on CPU, then model.onnx
 through ONNX Runtime, with the thread counts the configs give the server. The served side goes
 through a real tritonserver (started here on free ports, or --url): client -> ensemble -> DALI
 stand-in -> ONNX Runtime stand-in -> client, all on the same cores as the in-process loop.
@@ -60,7 +60,7 @@ class InProcess:
         eng_dir = repo / layout.engine_model(name, precision)
         eng_cfg = triton_config.read_config(eng_dir / "config.pbtxt")
         threads = pre_cfg.parameters["num_threads"].string_value
-        self.pre = CpuPreprocessor(pre_dir / "1" / "model.dali", num_threads=int(threads) if threads else 2)
+        self.pre = CpuPreprocessor(pre_dir / "1" / layout.DALI_DEFINITION, num_threads=int(threads) if threads else 2)
         intra = eng_cfg.parameters["intra_op_thread_count"].string_value
         model_file = str(eng_dir / "1" / (eng_cfg.default_model_filename or "model.onnx"))
         # Thread spinning helps ONNX Runtime alone but steals cores from DALI's workers; which

@@ -3,7 +3,7 @@
 The `nvidia-pytriton` wheel ships the tritonserver binary (2.51) and its python backend. This
 module serves a `cpu` model repository with that binary, unchanged: the repository's DALI and
 ONNX Runtime models load through Python stand-ins (serving/backends/*/model.py) that run the same
-model.dali and model.onnx files (docs/local_server.md, DESIGN.md §3).
+dali.py (autoserialized) and model.onnx files (docs/local_server.md).
 
     python -m serving.local_server --repository model_repository/cpu
 

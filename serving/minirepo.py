@@ -1,7 +1,7 @@
 """A small but complete `cpu` repository for the local server's tests and benchmark.
 
 It uses the builder's own contracts (builders.layout names, builders.triton_config configs,
-builders.preprocess.serialize for model.dali) with a tiny untrained CNN, so the serving path
+builders.preprocess.write_definition for dali.py) with a tiny untrained CNN, so the serving path
 can be exercised without running the full build (training, calibration, TensorRT).
 When the builder's repository exists, use that instead.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from builders import layout, triton_config
-from builders.preprocess import CpuPreprocessor, serialize
+from builders.preprocess import CpuPreprocessor, write_definition
 from builders.spec import Input, ModelSpec, Triton
 
 NUM_CLASSES = 10
@@ -98,8 +98,8 @@ def build(output: Path, max_batch_size: int = 8, precisions=("fp32", "fp16", "in
 
     pre_dir = repo / layout.preprocess_model(name)
     triton_config.write_config(triton_config.preprocess_config(spec, "cpu"), pre_dir)
-    dali_file = serialize(spec.input, "cpu", max_batch_size, pre_dir / "1" / "model.dali",
-                          num_threads=dali_threads)
+    dali_file = write_definition(spec.input, "cpu", pre_dir / "1" / layout.DALI_DEFINITION, max_batch_size,
+                                 num_threads=dali_threads, model=name)
 
     fp32_dir = repo / layout.engine_model(name, "fp32") / "1"
     fp32_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ DALI and ONNX Runtime stand-ins, checked against the same artifacts run in-proce
 One server per module (free ports) keeps the suite fast, on the session's repository (`repo_root`
 in tests/conftest.py).
 
-Tolerance: server and in-process run the very same model.dali and model.onnx with the same DALI
+Tolerance: server and in-process run the very same dali.py and model.onnx with the same DALI
 and ONNX Runtime versions, so preprocessing is bit-identical; logits differ only where ONNX Runtime
 picks another kernel path for another batch size or thread count (dynamic batching changes the
 batch), a few float32 ulps. Allowed: |served - local| <= ATOL + RTOL * |local|, with ATOL 1e-4 for
@@ -77,14 +77,15 @@ def server(repo):
 
 
 class Local:
-    """The same model.dali + model.onnx, in this process: the reference the server must match."""
+    """The same dali.py + model.onnx, in this process: the reference the server must match."""
 
     def __init__(self, repo: Path, name: str):
         import onnxruntime as ort
 
         pre_cfg = triton_config.read_config(repo / layout.preprocess_model(name) / "config.pbtxt")
         threads = int(pre_cfg.parameters["num_threads"].string_value or 2)
-        self.pre = CpuPreprocessor(repo / layout.preprocess_model(name) / "1" / "model.dali", num_threads=threads)
+        self.pre = CpuPreprocessor(repo / layout.preprocess_model(name) / "1" / layout.DALI_DEFINITION,
+                                   num_threads=threads)
         self.repo, self.name, self._ort, self._sessions = repo, name, ort, {}
 
     def session(self, precision: str):
@@ -295,10 +296,11 @@ def test_start_failure_says_why(tmp_path, repo, model_name):
 
     broken = tmp_path / "cpu"
     shutil.copytree(repo / layout.preprocess_model(model_name), broken / layout.preprocess_model(model_name))
-    (broken / layout.preprocess_model(model_name) / "1" / "model.dali").write_bytes(b"not a pipeline")
+    (broken / layout.preprocess_model(model_name) / "1" / layout.DALI_DEFINITION).write_text("not a pipeline definition (")
     srv = LocalTritonServer(broken, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                             timeout_s=60)
     with pytest.raises(Exception) as err:
         srv.start()
-    assert "could not build" in str(err.value), str(err.value)
+    assert "could not build a DALI pipeline" in str(err.value) and layout.DALI_DEFINITION in str(err.value), \
+        str(err.value)
     assert not srv.is_running()

@@ -1,22 +1,36 @@
 """Stand-in for Triton's DALI backend, as a Python-based backend (`<backend-dir>/dali/model.py`).
 
-Every model whose config says `backend: "dali"` loads through this file, unchanged: it runs the
-model's own serialized pipeline (`<version>/model.dali`) with DALI, as the real backend does.
+Every model whose config says `backend: "dali"` loads through this file, unchanged, and finds its
+pipeline as dali_backend does (src/dali_model.h, LoadModel): first a serialized pipeline at
+`<version>/<default_model_filename or model.dali>`; else, when that file name ends in .py, the
+pipeline definition in it; else the definition in `<version>/dali.py`. A definition is imported
+and its one @autoserialize pipeline serialized with the DALI installed here, at load time, exactly
+as the real backend does with its own DALI; so a repository does not depend on the DALI version
+that built it. The serialized pipeline is kept in memory: rebuilding the repository on disk never
+breaks a running model.
 
 What a user can observe matches the real backend: inputs are fed to the `external_source` of the
 same name, outputs are the pipeline's outputs by position, the pipeline's batch size is the
-config's max_batch_size and its worker threads the `num_threads` parameter. Where this stand-in
-goes further: one bad image fails only its own request (a DALI pipeline error otherwise takes
-down every request in the batch), with a message that names the image.
+config's max_batch_size and its worker threads the `num_threads` parameter; with a KIND_GPU
+instance the outputs stay in GPU memory and go to the next ensemble step as GPU tensors (DLPack).
+Where this stand-in goes further: one bad image fails only its own request (a DALI pipeline error
+otherwise takes down every request in the batch), with an INVALID_ARG error (HTTP 400, gRPC
+INVALID_ARGUMENT) that names the image and the reason; and a pixel budget (config parameters
+`max_image_pixels`, `max_request_pixels`) is checked from the image headers before anything is
+decoded, so a small file that declares a huge image costs nothing.
 
 This file is copied into the backend folder the launcher owns; it imports nothing from the
 project, since the python backend stub loads it outside the project's import path.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import sys
+import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +54,31 @@ _SUPPORTED = "JPEG, PNG, BMP, TIFF, PNM, JPEG 2000, WebP"
 
 
 class _RequestError(Exception):
-    """A problem with one request; becomes that request's error response."""
+    """A problem with one request (bad input: INVALID_ARG); becomes that request's error response."""
+
+
+def _error(message: str, invalid_input: bool = True):
+    code = pb_utils.TritonError.INVALID_ARG if invalid_input else pb_utils.TritonError.INTERNAL
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+
+
+def _autoserialize(definition: Path) -> bytes:
+    """What dali_backend runs at load (model_provider.h): import the file as a module and serialize
+    its one @autoserialize pipeline with the DALI installed here."""
+    from nvidia.dali._utils.autoserialize import invoke_autoserialize
+
+    name = f"autoserialize_mod_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, str(definition))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        with tempfile.TemporaryDirectory(prefix="dali-autoserialize-") as tmp:
+            target = os.path.join(tmp, "model.dali")
+            invoke_autoserialize(module, target)
+            return Path(target).read_bytes()
+    finally:
+        sys.modules.pop(name, None)
 
 
 def _image_format(sample: np.ndarray) -> str | None:
@@ -68,6 +106,15 @@ def _last_lines(err: Exception) -> str:
     return f"{op.group(1)}: {cause}" if op else cause
 
 
+def _cause(err: Exception) -> str:
+    """A decode failure's cause in words; DALI's nvImageCodec messages are sometimes bare codes
+    ("nvImageCodec failure: '#3'") or end in nothing ("Failed to decode sample #0 :")."""
+    text = _last_lines(err).strip()
+    if re.search(r"(failure: '#\d+'|sample #\d+ :?)$", text) or text.endswith(":"):
+        return f"the decoder gave no reason ({text!r})"
+    return text
+
+
 class TritonPythonModel:
     def initialize(self, args):
         self.config = json.loads(args["model_config"])
@@ -90,13 +137,8 @@ class TritonPythonModel:
         threads = params.get("num_threads", {}).get("string_value", "")
         self.num_threads = int(threads) if threads.strip() else (os.cpu_count() or 1)
 
-        version_dir = Path(args["model_repository"]) / str(args["model_version"])
-        filename = self.config.get("default_model_filename") or "model.dali"
-        self.dali_file = version_dir / filename
-        if not self.dali_file.is_file():
-            raise pb_utils.TritonModelException(
-                f"{self.name}: serialized pipeline {self.dali_file} not found; the DALI backend loads "
-                f"<model>/<version>/{filename}")
+        self.max_image_pixels = self._int_param(params, "max_image_pixels")
+        self.max_request_pixels = self._int_param(params, "max_request_pixels")
 
         self.device_id = None
         if args.get("model_instance_kind", "CPU") == "GPU":
@@ -108,24 +150,81 @@ class TritonPythonModel:
                     f"{self.name}: instance_group is KIND_GPU but this machine has no CUDA GPU; "
                     "serve the cpu target's repository (KIND_CPU, CPU-only pipeline) instead")
             self.device_id = int(args.get("model_instance_device_id", 0))
+        # GPU outputs stay on the GPU (DLPack), unless TOOLKIT_DALI_HOST_OUTPUTS=1 asks for host
+        # copies (to measure what keeping them on the device saves).
+        self._device_outputs = (self.device_id is not None
+                                and os.environ.get("TOOLKIT_DALI_HOST_OUTPUTS", "") not in ("1", "true", "yes"))
         self.pipe = None
-        self._build()
+        self._peek = None
+        version_dir = Path(args["model_repository"]) / str(args["model_version"])
+        self._serialized, self.dali_file = self._load_model_file(version_dir)
         self._input_desc = ", ".join(f"{i['name']} (UINT8, [batch, bytes])" for i in self.inputs)
+
+    def _int_param(self, params: dict, key: str) -> int:
+        text = params.get(key, {}).get("string_value", "").strip()
+        if not text:
+            return 0
+        try:
+            value = int(text)
+        except ValueError:
+            raise pb_utils.TritonModelException(f"{self.name}: parameter {key} = {text!r} is not an integer") from None
+        if value < 0:
+            raise pb_utils.TritonModelException(f"{self.name}: parameter {key} = {value} must be >= 0 (0: no limit)")
+        return value
+
+    def _load_model_file(self, version_dir: Path) -> tuple[bytes, Path]:
+        """Find, serialize if needed and build the pipeline as dali_backend does (the first location
+        that loads wins); the serialized pipeline is kept in memory for later rebuilds."""
+        default = version_dir / (self.config.get("default_model_filename") or "model.dali")
+        fallback = version_dir / "dali.py"
+        tried = []
+        for path, serialized in ((default, default.suffix != ".py"), (fallback, False)):
+            if not path.is_file():
+                tried.append(f"{path.name}: missing")
+                continue
+            try:
+                self._serialized = path.read_bytes() if serialized else _autoserialize(path)
+                self._build()
+                return self._serialized, path
+            except (Exception, SystemExit) as err:  # noqa: BLE001 - report every location, as the backend does
+                detail = str(err) if isinstance(err, pb_utils.TritonModelException) else _last_lines(err)
+                tried.append(f"{path.name}: {type(err).__name__}: {detail}")
+        where = "CPU" if self.device_id is None else f"GPU {self.device_id}"
+        raise pb_utils.TritonModelException(
+            f"{self.name}: could not build a DALI pipeline on {where} from {version_dir} ({'; '.join(tried)}). The "
+            "DALI backend loads a serialized <version>/model.dali, or autoserializes the pipeline definition "
+            "<version>/dali.py")
 
     def _build(self):
         from nvidia.dali import Pipeline
 
         try:
-            pipe = Pipeline.deserialize(filename=str(self.dali_file), device_id=self.device_id,
+            pipe = Pipeline.deserialize(serialized_pipeline=self._serialized, device_id=self.device_id,
                                         num_threads=self.num_threads, batch_size=self.max_batch_size)
             pipe.build()
         except Exception as err:
             where = "CPU" if self.device_id is None else f"GPU {self.device_id}"
             raise pb_utils.TritonModelException(
                 f"{self.name}: could not build {self.dali_file} on {where}: {_last_lines(err)} "
-                "(a pipeline with the 'mixed' decoder needs a GPU; the cpu target's model.dali runs anywhere)"
+                "(a pipeline with the 'mixed' decoder needs a GPU; the cpu target's pipeline runs anywhere)"
             ) from None
         self.pipe = pipe
+        if self._peek is None and (self.max_image_pixels or self.max_request_pixels):
+            self._peek = self._peek_pipeline()
+
+    def _peek_pipeline(self):
+        # The image sizes from the headers only (DALI's own parser, the one its decoder uses):
+        # nothing is decoded, so checking the pixel budget costs microseconds per image.
+        from nvidia.dali import fn, pipeline_def, types
+
+        @pipeline_def(batch_size=self.max_batch_size, num_threads=1, device_id=None, prefetch_queue_depth=1)
+        def peek():
+            data = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1, no_copy=True)
+            return fn.peek_image_shape(data, dtype=types.INT64, adjust_orientation=False)
+
+        pipe = peek()
+        pipe.build()
+        return pipe
 
     # --- validation -----------------------------------------------------------------------------
 
@@ -167,34 +266,85 @@ class TritonPythonModel:
                         f"{self.name}: image {i} of {n} is not an encoded image (starts with bytes {head}); "
                         f"send the file's bytes, formats: {_SUPPORTED}")
             rows = list(arr)
+            if self._peek is not None:
+                self._check_pixels(rows)
             per_input[name] = rows
         return per_input
 
-    def _check_outputs(self, outs: list[np.ndarray]) -> None:
-        if len(outs) != len(self.outputs):
-            raise _RequestError(f"{self.name}: the pipeline has {len(outs)} outputs but the config lists "
-                                f"{len(self.outputs)}")
-        for arr, cfg, dtype in zip(outs, self.outputs, self.out_dtypes):
-            if arr.dtype != dtype or not _dims_match(arr.shape[1:], cfg["dims"]):
+    def _peek_shapes(self, rows: list[np.ndarray]) -> list[tuple[int, int]]:
+        self._peek.feed_input("encoded", rows)
+        (shapes,) = self._peek.run()
+        return [(int(shapes[i].as_array()[0]), int(shapes[i].as_array()[1])) for i in range(len(rows))]
+
+    def _check_pixels(self, rows: list[np.ndarray]) -> None:
+        """The pixel budget, from the headers: raise _RequestError naming the image and the limit."""
+        n = len(rows)
+        try:
+            sizes = self._peek_shapes(rows)
+        except Exception:
+            self._peek = self._peek_pipeline()   # unusable after an error, like any DALI pipeline
+            for i, row in enumerate(rows):
+                try:
+                    self._peek_shapes([row])
+                except Exception as err:
+                    self._peek = self._peek_pipeline()
+                    raise _RequestError(
+                        f"{self.name}: image {i} of {n}: its header cannot be read ({_cause(err)}); truncated or "
+                        "damaged file?") from None
+            raise
+        total = 0
+        for i, (h, w) in enumerate(sizes):
+            if self.max_image_pixels and h * w > self.max_image_pixels:
                 raise _RequestError(
-                    f"{self.name}: the pipeline gives {cfg['name']} as {arr.dtype} {list(arr.shape[1:])}, the config "
-                    f"says {cfg['data_type']} {cfg['dims']}; rebuild the repository so both agree")
+                    f"{self.name}: image {i} of {n} is {w}x{h} = {h * w:,} pixels, above the limit of "
+                    f"{self.max_image_pixels:,} pixels per image (config parameter max_image_pixels); nothing was "
+                    "decoded. Downscale the image before sending it")
+            total += h * w
+        if self.max_request_pixels and total > self.max_request_pixels:
+            raise _RequestError(
+                f"{self.name}: the {n} images of this request hold {total:,} pixels together, above the limit of "
+                f"{self.max_request_pixels:,} pixels per request (config parameter max_request_pixels); nothing was "
+                "decoded. Send fewer or smaller images per request")
+
+    def _check_outputs(self, outs: list) -> str | None:
+        """Why the pipeline's outputs do not fit the config (a server-side problem), or None."""
+        if len(outs) != len(self.outputs):
+            return f"{self.name}: the pipeline has {len(outs)} outputs but the config lists {len(self.outputs)}"
+        for arr, cfg, dtype in zip(outs, self.outputs, self.out_dtypes):
+            # numpy arrays (host) or torch CUDA tensors (device outputs): compare by type name.
+            if (str(arr.dtype).removeprefix("torch.") != np.dtype(dtype).name
+                    or not _dims_match(tuple(arr.shape[1:]), cfg["dims"])):
+                return (f"{self.name}: the pipeline gives {cfg['name']} as {arr.dtype} {list(arr.shape[1:])}, the "
+                        f"config says {cfg['data_type']} {cfg['dims']}; rebuild the repository so both agree")
+        return None
 
     # --- running --------------------------------------------------------------------------------
 
-    def _run(self, batch: dict[str, list[np.ndarray]]) -> list[np.ndarray]:
+    def _run(self, batch: dict[str, list[np.ndarray]]) -> list:
+        """The pipeline's outputs for `batch`: numpy arrays, or torch CUDA tensors for GPU outputs
+        of a KIND_GPU instance (handed to the next step as GPU tensors, as dali_backend does)."""
         for name, samples in batch.items():
             self.pipe.feed_input(name, samples)
         outs = self.pipe.run()
         result = []
         for out in outs:
-            if hasattr(out, "as_cpu"):
+            if hasattr(out, "as_cpu"):       # a GPU output
+                if self._device_outputs and out.is_dense_tensor():
+                    result.append(self._gpu_tensor(out))
+                    continue
                 out = out.as_cpu()
             if out.is_dense_tensor():
                 result.append(out.as_array())
             else:
                 result.append(np.stack([np.asarray(out[i]) for i in range(len(out))]))
         return result
+
+    def _gpu_tensor(self, out):
+        import torch
+
+        # DALI reuses its output buffers on the next run, so the batch is copied (device to
+        # device) before it leaves; from_dlpack makes torch's stream wait for DALI's.
+        return torch.from_dlpack(out.as_tensor()).clone()
 
     def _run_or_rebuild(self, batch):
         try:
@@ -204,15 +354,19 @@ class TritonPythonModel:
             self._build()
             raise
 
-    def _find_bad_image(self, samples: dict[str, list[np.ndarray]], err: Exception) -> str:
+    def _find_bad_image(self, samples: dict[str, list[np.ndarray]], err: Exception) -> tuple[str, bool]:
+        """(message, the input is to blame) for a request whose pipeline run failed."""
         n = len(next(iter(samples.values())))
         for i in range(n):
+            one = {k: v[i:i + 1] for k, v in samples.items()}
             try:
-                self._run_or_rebuild({k: v[i:i + 1] for k, v in samples.items()})
-            except Exception as one:
-                return (f"{self.name}: image {i} of {n} could not be decoded/preprocessed "
-                        f"(truncated or damaged file?): {_last_lines(one)}")
-        return f"{self.name}: the pipeline failed on this request: {_last_lines(err)}"
+                self._run_or_rebuild(one)
+            except Exception as bad:
+                kind = _image_format(next(iter(one.values()))[0]) or "unknown format"
+                return (f"{self.name}: image {i} of {n} ({kind}, {len(next(iter(one.values()))[0])} bytes with "
+                        f"padding) could not be decoded: {_cause(bad)}; the file is truncated, damaged or in an "
+                        f"encoding the decoder does not support", True)
+        return f"{self.name}: the pipeline failed on this request: {_last_lines(err)}", False
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -221,7 +375,7 @@ class TritonPythonModel:
             try:
                 work.append((r, self._samples(request)))
             except _RequestError as err:
-                responses[r] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err)))
+                responses[r] = _error(str(err))
 
         # Pack whole requests into pipeline batches of at most max_batch_size images.
         chunks, current, size = [], [], 0
@@ -246,8 +400,8 @@ class TritonPythonModel:
                     try:
                         outs = self._run_or_rebuild(samples)
                     except Exception as err:
-                        msg = self._find_bad_image(samples, err)
-                        responses[r] = pb_utils.InferenceResponse(error=pb_utils.TritonError(msg))
+                        msg, invalid_input = self._find_bad_image(samples, err)
+                        responses[r] = _error(msg, invalid_input)
                         continue
                     responses[r] = self._respond(outs)
                 continue
@@ -258,13 +412,20 @@ class TritonPythonModel:
                 start += n
         return responses
 
-    def _respond(self, outs: list[np.ndarray]):
-        try:
-            self._check_outputs(outs)
-        except _RequestError as err:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(err)))
-        return pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor(cfg["name"], np.ascontiguousarray(arr)) for cfg, arr in zip(self.outputs, outs)])
+    def _respond(self, outs: list):
+        problem = self._check_outputs(outs)
+        if problem:
+            return _error(problem, invalid_input=False)
+        tensors = []
+        for cfg, arr in zip(self.outputs, outs):
+            if isinstance(arr, np.ndarray):
+                tensors.append(pb_utils.Tensor(cfg["name"], np.ascontiguousarray(arr)))
+            else:
+                from torch.utils.dlpack import to_dlpack
+
+                tensors.append(pb_utils.Tensor.from_dlpack(cfg["name"], to_dlpack(arr.contiguous())))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self):
         self.pipe = None
+        self._peek = None
