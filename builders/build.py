@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from builders import layout
+from builders import layout, releases
 from builders.pipeline import ModelBuild, build_model
 from builders.repository import recover, staging_dir, swap_in, write_target
 from builders.preprocess import describe_transform
@@ -42,18 +42,26 @@ def tool_versions() -> dict[str, str | None]:
     return out
 
 
-def _plans_for(build: ModelBuild, ctx: BuildContext) -> tuple[dict, str, dict, str | None]:
+def _plans_for(build: ModelBuild, ctx: BuildContext, release: releases.Release,
+               require_plans: bool) -> tuple[dict, str, dict, str | None]:
     """TensorRT plans for the gpu target, or why there are none.
 
+    Without TensorRT or a GPU the plans are skipped (a CPU machine still builds everything
+    else), unless `require_plans` (the GPU build in compose): then that is an error, so Triton
+    never starts on empty plan folders. A TensorRT other than `release`'s is always an error.
     Returns (precision -> plan file, status line, manifest info, compute capability)."""
     from builders import engine
     from builders.pipeline import PLAN
 
     ok, reason = engine.tensorrt_available()
     if not ok:
+        if require_plans:
+            raise engine.EngineUnavailable(f"--require-plans: no TensorRT plans can be built here: {reason}")
         return {}, (f"TensorRT plans not built: {reason}. Plans need TensorRT on a GPU: "
                     "run `docker compose up` on a GPU host (docs/gpu.md)."), {}, None
     import tensorrt
+
+    releases.check_tensorrt(tensorrt.__version__, release)
 
     gpu = engine.gpu_info() or {}
     cc = gpu.get("compute_capability")
@@ -136,8 +144,17 @@ def _carry_over(output: Path, staging: Path, spec: BuildSpec, old: dict, artifac
                 shutil.copyfile(output / source, staging / source)
 
 
-def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = False) -> BuildResult:
+def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = False,
+          release: str | None = None, require_plans: bool = False) -> BuildResult:
+    """Build every model of `spec` into spec.output, atomically.
+
+    cache_dir: stage cache; force: rerun cached stages; quiet: no progress bars; release: the
+    Triton release ("YY.MM", default releases.DEFAULT_RELEASE) the gpu target is built for;
+    require_plans: fail instead of skipping TensorRT plans when TensorRT or a GPU is missing.
+    """
     from builders.report import progress_factory
+
+    target_release = releases.release(release)
 
     output = Path(spec.output).resolve()
     recover(output)
@@ -153,7 +170,7 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
         old = _old_manifest(output)
         old_artifacts = old.get("artifacts", {})
         for b in builds:
-            plans, status, info, cc = (_plans_for(b, ctx) if "gpu" in spec.targets
+            plans, status, info, cc = (_plans_for(b, ctx, target_release, require_plans) if "gpu" in spec.targets
                                        else ({}, "gpu target not built", {}, None))
             plan_status[b.spec.name] = status
             for target in spec.targets:
@@ -170,6 +187,10 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
         manifest = {
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "targets": sorted({a["target"] for a in artifacts.values()}),
+            "triton_release": {"name": target_release.name, "tensorrt": target_release.tensorrt,
+                               "dali_version": target_release.dali_version,
+                               "tensorrt_image": target_release.tensorrt_image,
+                               "triton_image": target_release.triton_image},
             "tools": tool_versions(),
             "models": models_manifest,
             "artifacts": artifacts,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true",
                    help="rerun every stage, ignoring cached results (calibration caches, keyed by "
                         "model, data and method, are still reused)")
+    p.add_argument("--release", default=os.environ.get("TRITON_RELEASE") or None, metavar="YY.MM",
+                   help="Triton release the gpu target is built for (builders/releases.py); plans need "
+                        "its TensorRT; default: $TRITON_RELEASE, else the matrix's default")
+    p.add_argument("--require-plans", action="store_true",
+                   help="fail (exit 1) when TensorRT plans cannot be built here instead of skipping "
+                        "them; the GPU build in docker compose passes it")
+    p.add_argument("--trt-version-compatible", choices=("true", "false"),
+                   help="build version-compatible plans (engine.version_compatible) for every model; "
+                        "docker compose passes the same $TRT_VERSION_COMPATIBLE it gives Triton's "
+                        "--backend-config, so the plans and the server setting always agree")
     p.add_argument("--engine-builder", choices=("python", "trtexec"),
                    help="how TensorRT plans are built (gpu target): the Python API or trtexec; "
                         "default: each model's engine.builder")
@@ -75,6 +86,10 @@ def select(spec: BuildSpec, args: argparse.Namespace) -> BuildSpec:
                        for m in models)
     if args.allow_preprocess_mismatch:
         models = tuple(m.model_copy(update={"input": m.input.model_copy(update={"parity": "warn"})}) for m in models)
+    if args.trt_version_compatible:
+        vc = args.trt_version_compatible == "true"
+        models = tuple(m.model_copy(update={"engine": m.engine.model_copy(update={"version_compatible": vc})})
+                       for m in models)
     update = {"models": models}
     if args.targets:
         update["targets"] = tuple(dict.fromkeys(args.targets))
@@ -94,10 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]spec error:[/red] {err}", highlight=False)
         return 2
     from builders.build import BuildError, build
+    from builders.releases import UnknownRelease, release
+
+    try:
+        release(args.release)
+    except UnknownRelease as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        return 2
 
     start = time.perf_counter()
     try:
-        result = build(spec, cache_dir=args.cache_dir, force=args.force, quiet=args.quiet)
+        result = build(spec, cache_dir=args.cache_dir, force=args.force, quiet=args.quiet,
+                       release=args.release, require_plans=args.require_plans)
     except BuildError as err:
         if args.verbose and err.__cause__ is not None:
             import traceback

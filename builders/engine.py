@@ -1,10 +1,12 @@
 """Engine stage (gpu target): ONNX variant -> TensorRT plan, for TensorRT 10.x and 11.x.
 
 Precision lives in the ONNX variant (DESIGN.md §4): an fp16 ONNX with FP32 I/O, an int8 ONNX
-with explicit Q/DQ nodes. TensorRT 11 has only strongly typed networks, so the graph decides;
-TensorRT 10 is weakly typed, so the matching builder flag (FP16 / INT8) is set as well. On 10,
-int8 can instead come from implicit calibration (IInt8EntropyCalibrator2 with a cache file) of
-the fp32 ONNX, while the installed TensorRT still has that class.
+with explicit Q/DQ nodes. Every network is built strongly typed (the only mode of TensorRT 11;
+on 10 the weak-typing APIs are deprecated since 10.12 and may pick FP32 kernels for an fp16
+graph), so the graph decides. The one exception: on 10, int8 can instead come from implicit
+calibration (IInt8EntropyCalibrator2 with a cache file) of the fp32 ONNX, which needs weak typing
+and the INT8 flag. "fp32" plans are built without TF32 (on by default in TensorRT), so fp32
+means IEEE fp32 math.
 
 Two builders share one entry point, :func:`build_plan`: the Python API (default) and trtexec
 (`engine.builder = "trtexec"`), with the same profile, precision, workspace and timing cache.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,6 +43,7 @@ DOCKER_HINT = ("Build and serve the gpu target inside NVIDIA's containers instea
                "`docker compose up` (builder: TensorRT container, then Triton; see docs/gpu.md).")
 DEFAULT_PLAN = "model.plan"
 TRTEXEC_CANDIDATES = ("trtexec", "/usr/src/tensorrt/bin/trtexec")
+log = logging.getLogger(__name__)
 
 
 class EngineUnavailable(RuntimeError):
@@ -113,6 +117,24 @@ def plan_filename(compute_capability: str | None, hardware_compatible: bool = Fa
     if hardware_compatible or not compute_capability:
         return DEFAULT_PLAN
     return f"model_sm{compute_capability.replace('.', '')}.plan"
+
+
+def builder_settings(precision: str, trt_major: int, implicit_calibrator: bool,
+                     version_compatible: bool) -> dict[str, Any]:
+    """How a plan of `precision` is built: {"strongly_typed", "set": [...], "clear": [...]}.
+
+    Names are trt.BuilderFlag members, so this runs without TensorRT. Strong typing everywhere
+    except the TensorRT 10 implicit calibrator (weak typing + INT8); TF32 cleared for fp32;
+    VERSION_COMPATIBLE when asked for (Triton then needs version-compatible=true).
+    """
+    if implicit_calibrator and trt_major >= 11:
+        raise ValueError("engine.int8_implicit_calibrator needs TensorRT 10 (11 removed the calibrator)")
+    strongly_typed = not (implicit_calibrator and precision == "int8")
+    set_flags = [] if strongly_typed else ["INT8"]
+    if version_compatible:
+        set_flags.append("VERSION_COMPATIBLE")
+    return {"strongly_typed": strongly_typed, "set": set_flags,
+            "clear": ["TF32"] if precision == "fp32" else []}
 
 
 # ---------------------------------------------------------------- ONNX checks (run everywhere)
@@ -221,13 +243,25 @@ def _tensor_precision(tensor: dict[str, Any]) -> str:
     # TensorRT 10 writes one "Format/Datatype" string ("Channel major FP16 format ...",
     # "Thirty-two wide channel vectorized row major Int8 format", "Float"); 11 splits it into
     # "DataType" ("Half", "Int8", ...) and "Format".
-    text = str(tensor.get("DataType") or tensor.get("Format/Datatype") or "").lower()
+    text = str(_key(tensor, "DataType") or _key(tensor, "Format/Datatype") or "").lower()
     for needle, name in (("int8", "int8"), ("fp8", "fp8"), ("int4", "int4"), ("bf16", "bf16"),
                          ("bfloat16", "bf16"), ("fp16", "fp16"), ("half", "fp16"), ("fp32", "fp32"),
                          ("float", "fp32"), ("int32", "int32"), ("int64", "int64"), ("bool", "bool")):
         if needle in text:
             return name
     return "unknown"
+
+
+def _key(mapping: dict[str, Any], name: str, default: Any = None) -> Any:
+    # The inspector's JSON keys differ in case between TensorRT versions ("LayerType" in 10,
+    # "layerType"/"layer_type" spellings elsewhere): match ignoring case and underscores.
+    if name in mapping:
+        return mapping[name]
+    wanted = name.replace("_", "").lower()
+    for key, value in mapping.items():
+        if isinstance(key, str) and key.replace("_", "").lower() == wanted:
+            return value
+    return default
 
 
 def summarize_layers(engine_information: dict[str, Any]) -> dict[str, Any]:
@@ -237,15 +271,15 @@ def summarize_layers(engine_information: dict[str, Any]) -> dict[str, Any]:
     falling back to its outputs; reformat layers are counted separately, since they only
     convert between precisions/layouts and show where graph optimization could not fuse.
     """
-    layers = [la for la in engine_information.get("Layers", []) if isinstance(la, dict)]
+    layers = [la for la in _key(engine_information, "Layers", []) or [] if isinstance(la, dict)]
     precisions: Counter[str] = Counter()
     types: Counter[str] = Counter()
     for layer in layers:
-        kind = str(layer.get("LayerType", "unknown"))
+        kind = str(_key(layer, "LayerType", "unknown"))
         types[kind] += 1
         if kind == "Reformat":
             continue
-        tensors = list(layer.get("Inputs", [])) + list(layer.get("Outputs", []))
+        tensors = list(_key(layer, "Inputs", []) or []) + list(_key(layer, "Outputs", []) or [])
         known = [p for p in (_tensor_precision(t) for t in tensors if isinstance(t, dict)) if p != "unknown"]
         precisions[known[0] if known else "unknown"] += 1
     return {"layers": len(layers), "reformat_layers": types.get("Reformat", 0),
@@ -324,9 +358,10 @@ def trtexec_command(trtexec: str, onnx_path: Path, plan_path: Path, precision: s
                     timing_cache_path: Path, trt_major: int, layer_info_path: Path) -> list[str]:
     """The trtexec argument list that matches the Python builder's settings (never a shell string).
 
-    TensorRT 11 removed --fp16/--int8 (strong typing is always on), so there the ONNX variant
-    alone sets precision; on 10 the flag for the variant is passed. The benchmark runs at the
-    opt batch, the one the profile is tuned for.
+    Strongly typed like the Python builder: TensorRT 11 is always strongly typed (and removed
+    --fp16/--int8); on 10 --stronglyTyped is passed, so the ONNX variant alone sets precision.
+    fp32 gets --noTF32 (TF32 is on by default). The benchmark runs at the opt batch, the one the
+    profile is tuned for.
     """
     cmd = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={plan_path}",
            f"--minShapes={_shape(input_name, engine_spec.min_batch, input_shape_chw)}",
@@ -337,10 +372,10 @@ def trtexec_command(trtexec: str, onnx_path: Path, plan_path: Path, precision: s
            f"--timingCacheFile={timing_cache_path}",
            "--profilingVerbosity=detailed", f"--exportLayerInfo={layer_info_path}",
            "--percentile=90,95,99"]
-    if trt_major < 11 and precision == "fp16":
-        cmd.append("--fp16")
-    if trt_major < 11 and precision == "int8":
-        cmd.append("--int8")  # with a Q/DQ ONNX: explicit quantization, no calibration data
+    if trt_major < 11:
+        cmd.append("--stronglyTyped")
+    if precision == "fp32":
+        cmd.append("--noTF32")
     if engine_spec.version_compatible:
         cmd.append("--versionCompatible")
     if engine_spec.hardware_compatible:
@@ -395,7 +430,7 @@ def build_plan_trtexec(onnx_path: Path, plan_path: Path, precision: str, engine_
     info = _common_info(plan_path, precision, engine_spec, max_batch, input_name, input_shape_chw,
                         timing_cache_path, cache_reused, version, seconds)
     info.update(builder="trtexec", command=[os.path.basename(cmd[0]), *cmd[1:]],
-                typing="strong" if major >= 11 else "weak", trtexec=perf,
+                typing="strong", trtexec=perf,
                 inspector=str(inspected), layer_summary=summary)
     return info
 
@@ -442,6 +477,42 @@ def _calibration_batches(images: np.ndarray, batch: int) -> Iterator[np.ndarray]
         yield np.ascontiguousarray(images[start:start + batch], dtype=np.float32)
 
 
+class CalibrationFeed:
+    """The batches a calibrator hands TensorRT, and any error raised while making one.
+
+    TensorRT's bindings swallow an exception raised inside get_batch (calibration just stops
+    early, from fewer images, silently). The feed catches it, logs it, ends calibration, and
+    :meth:`raise_if_failed` re-raises it after the build. `upload` turns a host batch into
+    device pointers (CUDA tensors on a GPU host).
+    """
+
+    def __init__(self, images: np.ndarray, batch: int, upload: Any) -> None:
+        self._batches = _calibration_batches(images, batch)
+        self._upload = upload
+        self.batches_fed = 0
+        self.error: BaseException | None = None
+
+    def next_pointers(self) -> list[int]:
+        if self.error is not None:
+            return []
+        try:
+            chunk = next(self._batches, None)
+            if chunk is None:
+                return []  # no more data: calibration ends
+            pointers = list(self._upload(chunk))
+        except Exception as err:  # noqa: BLE001 - re-raised by raise_if_failed after the build
+            log.exception("calibration batch %d failed; calibration stops", self.batches_fed)
+            self.error = err
+            return []
+        self.batches_fed += 1
+        return pointers
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise EngineBuildError(f"int8 calibration failed at batch {self.batches_fed}: "
+                                   f"{type(self.error).__name__}: {self.error}") from self.error
+
+
 def _entropy_calibrator(images: np.ndarray, batch: int, cache_path: Path) -> Any:
     """A TensorRT 10 IInt8EntropyCalibrator2 feeding preprocessed NCHW float32 images.
 
@@ -455,19 +526,19 @@ def _entropy_calibrator(images: np.ndarray, batch: int, cache_path: Path) -> Any
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self._batches = _calibration_batches(images, batch)
             self._device: torch.Tensor | None = None
+            self.feed = CalibrationFeed(images, batch, self._upload)
+
+        def _upload(self, chunk: np.ndarray) -> list[int]:
+            self._device = torch.from_numpy(chunk).cuda()
+            torch.cuda.synchronize()
+            return [int(self._device.data_ptr())]
 
         def get_batch_size(self) -> int:
             return batch
 
         def get_batch(self, names: list[str]) -> list[int]:
-            chunk = next(self._batches, None)
-            if chunk is None:
-                return []  # no more data: calibration ends
-            self._device = torch.from_numpy(chunk).cuda()
-            torch.cuda.synchronize()
-            return [int(self._device.data_ptr())]
+            return self.feed.next_pointers()
 
         def read_calibration_cache(self) -> bytes | None:  # None: no cache yet, calibrate
             return cache_path.read_bytes() if cache_path.exists() else None
@@ -513,11 +584,12 @@ def build_plan(onnx_path: Path, plan_path: Path, precision: str, engine_spec: En
         if _onnx_has_qdq(onnx_path):
             raise ValueError(f"{onnx_path} already has Q/DQ nodes: implicit calibration takes the fp32 ONNX")
 
+    settings = builder_settings(precision, major, implicit, engine_spec.version_compatible)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    # Strong typing: the only mode in 11 (the flag is accepted there), so the ONNX variant decides.
-    # On 10, weak typing plus the precision flag, which the project's ONNX variants match.
-    strongly_typed = major >= 11
+    # Strong typing (the only mode in 11, where the flag is still accepted): the ONNX variant
+    # decides precision. Weak typing only for 10's implicit calibrator, which needs it.
+    strongly_typed = settings["strongly_typed"]
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -535,21 +607,19 @@ def build_plan(onnx_path: Path, plan_path: Path, precision: str, engine_spec: En
                       trt.Dims([max_batch, *chw]))
     config.add_optimization_profile(profile)
 
-    flags_set: list[trt.BuilderFlag] = []
-    # BuilderFlag.FP16/INT8 exist only up to TensorRT 10: touched only on the weakly typed path.
-    if not strongly_typed and precision == "fp16":
-        flags_set.append(trt.BuilderFlag.FP16)
-    if not strongly_typed and precision == "int8":
-        flags_set.append(trt.BuilderFlag.INT8)  # Q/DQ ONNX: explicit quantization; fp32 ONNX: calibrator below
-    if engine_spec.version_compatible:
-        flags_set.append(trt.BuilderFlag.VERSION_COMPATIBLE)  # lean runtime in the plan (Triton: version-compatible=true)
-    for flag in flags_set:
-        config.set_flag(flag)
-    flag_names = [flag.name for flag in flags_set]
+    # BuilderFlag.INT8 exists only up to TensorRT 10: set only on the implicit-calibrator path.
+    # VERSION_COMPATIBLE puts a lean runtime in the plan (Triton: version-compatible=true).
+    for name in settings["set"]:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in settings["clear"]:
+        if hasattr(trt.BuilderFlag, name):  # TF32: on by default; fp32 plans clear it
+            config.clear_flag(getattr(trt.BuilderFlag, name))
+    flag_names = list(settings["set"]) + [f"-{name}" for name in settings["clear"]]
     if engine_spec.hardware_compatible:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
 
     calibration: dict[str, Any] | None = None
+    calibrator: Any = None
     if implicit:
         assert calib_images is not None
         cache_path = Path(calib_cache_path or plan_path.with_name(plan_path.stem + ".calib.cache"))
@@ -560,7 +630,8 @@ def build_plan(onnx_path: Path, plan_path: Path, precision: str, engine_spec: En
         config.set_calibration_profile(calib_profile)
         calibration = {"method": "IInt8EntropyCalibrator2", "cache": str(cache_path),
                        "cache_reused": cache_path.exists(), "images": int(len(calib_images) // batch * batch)}
-        config.int8_calibrator = _entropy_calibrator(calib_images, batch, cache_path)
+        calibrator = _entropy_calibrator(calib_images, batch, cache_path)
+        config.int8_calibrator = calibrator
     elif precision == "int8":
         calibration = {"method": "explicit Q/DQ in the ONNX"}
 
@@ -575,6 +646,8 @@ def build_plan(onnx_path: Path, plan_path: Path, precision: str, engine_spec: En
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - started
+    if calibrator is not None:
+        calibrator.feed.raise_if_failed()  # an error inside get_batch, which the bindings swallowed
     if serialized is None:
         raise EngineBuildError(f"TensorRT {trt.__version__} failed to build {onnx_path} ({precision}); "
                                "see the TensorRT log above")

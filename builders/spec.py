@@ -166,13 +166,24 @@ class Engine(_Strict):
 
     opt_batch: int = Field(32, ge=1)
     """The batch size users serve most; TensorRT tunes kernels for it."""
-    min_batch: int = Field(1, ge=1)
+    min_batch: int = 1
+    """Smallest batch of the optimization profile. Must be 1: Triton's TensorRT backend rejects
+    any request batch below the profile minimum, and the server's warm-up and single-image
+    requests are batch 1."""
     workspace_mib: int = Field(2048, ge=16)
     builder: Literal["python", "trtexec"] = "python"
     version_compatible: bool = False
     hardware_compatible: bool = False
     int8_implicit_calibrator: bool = False
     """TensorRT 10 only: calibrate with IInt8EntropyCalibrator2 instead of the Q/DQ ONNX."""
+
+    @field_validator("min_batch")
+    @classmethod
+    def _served_from_batch_one(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"min_batch = {value}: served plans need 1 (Triton rejects requests, "
+                             "including its batch-1 warm-up, below the profile's minimum batch)")
+        return value
 
 
 class ModelSpec(_Strict):

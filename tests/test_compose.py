@@ -57,8 +57,13 @@ def test_default_up_builds_then_serves_the_gpu_target():
     for svc in (builder, triton):
         devices = svc["deploy"]["resources"]["reservations"]["devices"]
         assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    assert "builders/build_all.py --target gpu" in builder["command"][-1]
-    assert "requirements.lock" in builder["command"][-1]
+    assert builder["command"][:4] == ["python3", "builders/build_all.py", "--target", "gpu"]
+    assert "--require-plans" in builder["command"]  # no TensorRT/GPU: an error, not empty plan folders
+    # The builder image is built once from its own Dockerfile and runs as the host user: no
+    # package install at start, no chown afterwards.
+    assert builder["build"]["dockerfile"] == "docker/Dockerfile.builder"
+    assert builder["user"] == "1000:1000" and builder["cap_drop"] == ["ALL"]
+    assert not any("pip" in part or "chown" in part for part in builder["command"])
     assert triton["depends_on"]["builder"]["condition"] == "service_completed_successfully"
     (models,) = [v for v in triton["volumes"] if v["target"] == "/models"]
     assert models["source"].endswith("model_repository/gpu") and models["read_only"] is True
@@ -67,11 +72,25 @@ def test_default_up_builds_then_serves_the_gpu_target():
 
 
 def test_one_release_for_builder_and_server():
+    from builders.releases import DEFAULT_RELEASE
+
     services = _config([])["services"]
-    assert services["builder"]["image"] == "nvcr.io/nvidia/tensorrt:25.10-py3"
-    assert services["triton"]["image"] == "nvcr.io/nvidia/tritonserver:25.10-py3"
-    moved = _config(["cpu"], env={"TRITON_RELEASE": "25.09"})["services"]
-    assert {s["image"].split(":")[1] for s in moved.values()} == {"25.09-py3"}
+    assert services["builder"]["build"]["args"]["TRITON_RELEASE"] == DEFAULT_RELEASE
+    assert services["triton"]["image"] == f"nvcr.io/nvidia/tritonserver:{DEFAULT_RELEASE}-py3"
+    cmd = services["builder"]["command"]
+    assert cmd[cmd.index("--release") + 1] == DEFAULT_RELEASE  # the builder checks TensorRT against it
+    moved = _config([], env={"TRITON_RELEASE": "26.03", "HOST_UID": "1234", "HOST_GID": "99"})["services"]
+    assert moved["triton"]["image"] == "nvcr.io/nvidia/tritonserver:26.03-py3"
+    assert moved["builder"]["build"]["args"] == {"TRITON_RELEASE": "26.03", "HOST_UID": "1234", "HOST_GID": "99"}
+    assert moved["builder"]["user"] == "1234:99" and "26.03" in moved["builder"]["command"]
+
+
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_version_compatible_plans_and_server_flag_come_from_one_variable(setting):
+    services = _config([], env={"TRT_VERSION_COMPATIBLE": setting})["services"]
+    cmd = services["builder"]["command"]
+    assert cmd[cmd.index("--trt-version-compatible") + 1] == setting
+    assert f"--backend-config=tensorrt,version-compatible={setting}" in services["triton"]["command"]
 
 
 def test_cpu_profile_serves_the_cpu_target_without_gpu():

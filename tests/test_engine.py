@@ -89,19 +89,70 @@ def test_trtexec_command_matches_the_python_builder_settings():
     assert cmd[:3] == ["/usr/src/tensorrt/bin/trtexec", "--onnx=m.onnx", "--saveEngine=1/model.plan"]
     for arg in ("--minShapes=input:1x3x32x32", "--optShapes=input:16x3x32x32", "--maxShapes=input:64x3x32x32",
                 "--shapes=input:16x3x32x32", "--memPoolSize=workspace:1024M", "--timingCacheFile=cache/timing.cache",
-                "--profilingVerbosity=detailed", "--exportLayerInfo=1/layers.json", "--fp16",
+                "--profilingVerbosity=detailed", "--exportLayerInfo=1/layers.json", "--stronglyTyped",
                 "--versionCompatible", "--hardwareCompatibilityLevel=ampere+"):
         assert arg in cmd
-    assert "--int8" not in cmd
-    assert "--int8" in _command("int8", 10) and "--fp16" not in _command("int8", 10)
-    assert not {"--fp16", "--int8"} & set(_command("fp32", 10))
+    # Strongly typed on TensorRT 10 too: the fp16 / Q/DQ ONNX decides, no weak-typing flags.
+    for precision in ("fp32", "fp16", "int8"):
+        assert "--stronglyTyped" in _command(precision, 10)
+        assert not {"--fp16", "--int8", "--best"} & set(_command(precision, 10))
+
+
+def test_trtexec_fp32_is_built_without_tf32():
+    assert "--noTF32" in _command("fp32", 10) and "--noTF32" in _command("fp32", 11)
+    assert "--noTF32" not in _command("fp16", 10) and "--noTF32" not in _command("int8", 11)
 
 
 def test_trtexec_command_on_tensorrt_11_leaves_precision_to_the_onnx():
     for precision in ("fp32", "fp16", "int8"):
         cmd = _command(precision, 11)
-        assert not {"--fp16", "--int8", "--best"} & set(cmd), "TensorRT 11 removed the precision flags"
+        assert not {"--fp16", "--int8", "--best", "--stronglyTyped"} & set(cmd), "11 is always strongly typed"
         assert "--versionCompatible" not in cmd
+
+
+def test_python_builder_settings_strong_typing_tf32_and_version_compatibility():
+    for major in (10, 11):
+        fp32 = engine.builder_settings("fp32", major, implicit_calibrator=False, version_compatible=False)
+        assert fp32 == {"strongly_typed": True, "set": [], "clear": ["TF32"]}
+        for precision in ("fp16", "int8"):  # the fp16 ONNX / the Q/DQ ONNX, strongly typed
+            got = engine.builder_settings(precision, major, implicit_calibrator=False, version_compatible=True)
+            assert got == {"strongly_typed": True, "set": ["VERSION_COMPATIBLE"], "clear": []}
+    # Weak typing survives only for TensorRT 10's implicit calibrator, which needs the INT8 flag.
+    implicit = engine.builder_settings("int8", 10, implicit_calibrator=True, version_compatible=False)
+    assert implicit == {"strongly_typed": False, "set": ["INT8"], "clear": []}
+    assert engine.builder_settings("fp16", 10, implicit_calibrator=True, version_compatible=False)["strongly_typed"]
+    with pytest.raises(ValueError, match="TensorRT 10"):
+        engine.builder_settings("int8", 11, implicit_calibrator=True, version_compatible=False)
+
+
+def test_calibration_feed_reraises_an_error_the_bindings_would_swallow(caplog):
+    images = np.zeros((10, 3, 4, 4), dtype=np.float32)
+    uploaded: list[int] = []
+
+    def upload(chunk):
+        if len(uploaded) == 2:
+            raise RuntimeError("CUDA out of memory")
+        uploaded.append(len(chunk))
+        return [1000 + len(uploaded)]
+
+    feed = engine.CalibrationFeed(images, 3, upload)
+    assert feed.next_pointers() == [1001] and feed.next_pointers() == [1002]
+    assert feed.next_pointers() == []          # the error ends calibration, as TensorRT sees it ...
+    assert feed.next_pointers() == []
+    assert "calibration batch 2 failed" in caplog.text
+    with pytest.raises(engine.EngineBuildError, match="batch 2: RuntimeError: CUDA out of memory"):
+        feed.raise_if_failed()                 # ... and the build raises it afterwards
+    clean = engine.CalibrationFeed(images, 3, lambda chunk: [1])
+    assert [clean.next_pointers() for _ in range(4)] == [[1], [1], [1], []]  # 3 full batches of 3
+    clean.raise_if_failed()
+
+
+def test_served_plans_start_at_batch_one():
+    from builders.spec import SpecError, parse_spec
+
+    with pytest.raises(SpecError, match=r"engine\.min_batch: min_batch = 4: served plans need 1"):
+        parse_spec({"models": [{"engine": {"min_batch": 4}}]})
+    assert parse_spec({"models": [{"engine": {"min_batch": 1}}]}).models[0].engine.min_batch == 1
 
 
 # ---------------------------------------------------------------- everywhere: inspector and naming
@@ -128,6 +179,11 @@ def test_summarize_layers_reads_tensorrt_10_and_11_inspector_json():
              "I/O Tensors": [{"Name": "input", "IOMode": "Input", "DataType": "Float"}]}
     assert summarize_layers(trt11)["precisions"] == {"fp16": 1}
     assert summarize_layers({})["layers"] == 0
+    # Key spelling differs between TensorRT versions: read "LayerType"/"Inputs" case-insensitively.
+    spelled = {"layers": [{"name": "r", "layerType": "Reformat", "inputs": [{"dataType": "Float"}]},
+                          {"name": "c", "layer_type": "CaskConvolution", "inputs": [{"data_type": "Half"}]}]}
+    assert summarize_layers(spelled) == {"layers": 2, "reformat_layers": 1, "precisions": {"fp16": 1},
+                                         "layer_types": {"Reformat": 1, "CaskConvolution": 1}}
 
 
 def test_plan_filename_lets_architectures_coexist():
