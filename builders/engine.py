@@ -1,6 +1,6 @@
 """Engine stage (gpu target): ONNX variant -> TensorRT plan, for TensorRT 10.x and 11.x.
 
-Precision lives in the ONNX variant (DESIGN.md §4): an fp16 ONNX with FP32 I/O, an int8 ONNX
+Precision lives in the ONNX variant: an fp16 ONNX with FP32 I/O, an int8 ONNX
 with explicit Q/DQ nodes. Every network is built strongly typed (the only mode of TensorRT 11;
 on 10 the weak-typing APIs are deprecated since 10.12 and may pick FP32 kernels for an fp16
 graph), so the graph decides. The one exception: on 10, int8 can instead come from implicit
@@ -146,7 +146,7 @@ _QUANT_OPS_TRT_REJECTS = {"DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul
 def check_onnx_for_tensorrt(onnx_path: Path, precision: str, input_name: str | None = None) -> list[str]:
     """Problems that would stop TensorRT's ONNX parser or change the precision; [] when fine.
 
-    Checks DESIGN.md §4: opset >= 13, a dynamic batch axis on the input, FP32 I/O, an fp16
+    Checks (docs/design.md, TensorRT): opset >= 13, a dynamic batch axis on the input, FP32 I/O, an fp16
     variant that really holds fp16 weights, and Q/DQ that TensorRT accepts (symmetric int8 with
     zero points 0, positive scales, per-tensor activations, per-channel weights on the
     output-channel axis, no dynamic or QOperator-style quantization).
@@ -308,7 +308,7 @@ def parse_trtexec_output(text: str) -> dict[str, Any]:
 
     Lines look like `[I] GPU Compute Time: min = 0.34 ms, max = ..., mean = ..., median = ...,
     percentile(90%) = ..., percentile(99%) = ... ms`. trtexec counts one batch as one query, so
-    images/s = throughput_qps × batch (DESIGN.md §4). Missing lines are simply absent.
+    images/s = throughput_qps × batch. Missing lines are simply absent.
     """
     lines = text.splitlines()
     start = next((i for i, ln in enumerate(lines) if "=== Performance summary ===" in ln), None)

@@ -1,4 +1,4 @@
-"""Precision variants made at the ONNX level (DESIGN.md §4): fp16 with FP32 I/O, and int8 as
+"""Precision variants made at the ONNX level: fp16 with FP32 I/O, and int8 as
 explicit symmetric Q/DQ from calibration. TensorRT 10 and 11 build both; ONNX Runtime runs them
 on the CPU, so every variant is checked before any GPU is involved."""
 from __future__ import annotations

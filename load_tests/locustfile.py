@@ -16,7 +16,7 @@ from __future__ import annotations
 
 # gRPC's C core blocks the whole process in a call unless it is switched to gevent's event loop.
 # Without this, users take turns (requests never overlap) and nothing reports an error, so the
-# load is silently wrong (DESIGN.md §6). It must run before any gRPC channel exists; Locust has
+# load is silently wrong. It must run before any gRPC channel exists; Locust has
 # already monkey-patched the standard library when it imports this file, as init_gevent requires.
 from grpc.experimental import gevent as _grpc_gevent
 

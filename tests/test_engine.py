@@ -264,7 +264,7 @@ class _Reader:
 
 
 def _quantize(src: Path, dst: Path, symmetric: bool, quantize_bias: bool = False) -> Path:
-    # DESIGN.md §4's settings; MinMax instead of Entropy only to keep the test fast.
+    # docs/design.md's int8 settings; MinMax instead of Entropy only to keep the test fast.
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,

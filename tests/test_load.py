@@ -3,7 +3,7 @@ is run by users: `python -m locust -f load_tests/locustfile.py --headless ...` i
 
 Checked: a short mixed gRPC + HTTP run has no failures, writes CSV and HTML reports, and the
 successful requests in Locust's CSV equal the ensemble's success count delta on the server; gRPC
-users really overlap in time (init_gevent, DESIGN.md §6); an image set with a corrupt image records
+users really overlap in time (init_gevent); an image set with a corrupt image records
 exactly the server's failed requests as failures and fails the SLA (non-zero exit). The shape and
 SLA logic are also checked on their own, without a server.
 

@@ -1,0 +1,136 @@
+"""The DALI stand-in under bad and hostile input: 4xx-class errors naming the image, a pixel budget
+checked from the headers before anything is decoded, and a pipeline kept in memory.
+
+The server serves a private copy of the cpu repository whose DALI config has a small per-request
+budget (so the per-request limit can be hit with real images), and whose files are deleted while
+it runs.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+
+from builders import layout, triton_config
+from builders.preprocess import pad_batch
+from serving.local_server import LocalTritonServer, free_port
+
+pytestmark = pytest.mark.server
+
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+REQUEST_PIXELS = 3 * 48 * 48   # the copy's max_request_pixels: three 48x48 demo images
+
+
+def bomb_jpeg(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid 16x16 baseline JPEG whose frame header (SOF0) claims width x height: a few hundred
+    bytes that make a decoder allocate width * height * 3 bytes."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, format="JPEG", quality=50)
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5: sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def copy_repo(repo_root, tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("limits") / "cpu"
+    shutil.copytree(repo_root / "cpu", repo)
+    pre = repo / layout.preprocess_model("digits") / "config.pbtxt"
+    cfg = triton_config.read_config(pre)
+    cfg.parameters["max_request_pixels"].string_value = str(REQUEST_PIXELS)
+    triton_config.write_config(cfg, pre.parent)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(copy_repo):
+    srv = LocalTritonServer(copy_repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                            timeout_s=180)
+    with srv:
+        yield srv
+
+
+def _infer(server, protocol: str, model: str, batch: np.ndarray) -> np.ndarray:
+    mod = httpclient if protocol == "http" else grpcclient
+    client = mod.InferenceServerClient(server.http_url if protocol == "http" else server.grpc_url)
+    try:
+        inp = mod.InferInput(layout.ENSEMBLE_INPUT, list(batch.shape), "UINT8")
+        inp.set_data_from_numpy(batch)
+        return client.infer(model, [inp]).as_numpy(layout.ENSEMBLE_OUTPUT)
+    finally:
+        client.close()
+
+
+def _client_error(protocol: str, err: InferenceServerException) -> bool:
+    status = str(err.status())
+    return status == "400" if protocol == "http" else "INVALID_ARGUMENT" in status
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("case", ["truncated", "not_an_image", "bomb", "request_budget"])
+def test_bad_input_is_a_client_error_naming_image_and_reason(server, val_images, protocol, case):
+    good = val_images[0][0]
+    images, words = {
+        "truncated": ([good, good[: len(good) // 2]], ["image 1 of 2", "could not be decoded"]),
+        "not_an_image": ([b"hello world" * 10], ["image 0 of 1", "not an encoded image"]),
+        "bomb": ([good, bomb_jpeg()], ["image 1 of 2", "20000x20000", "max_image_pixels"]),
+        "request_budget": ([good] * 4, ["4 images", "max_request_pixels"]),
+    }[case]
+    with pytest.raises(InferenceServerException) as err:
+        _infer(server, protocol, layout.ensemble_model("digits", "fp32"), pad_batch(images))
+    assert _client_error(protocol, err.value), f"{case}: status {err.value.status()}: {err.value}"
+    for w in words:
+        assert w in str(err.value), f"{case}: {w!r} missing from: {err.value}"
+
+
+def _stub_rss(server) -> int:
+    procs = psutil.Process(server.pid).children(recursive=True)
+    return sum(p.memory_info().rss for p in procs if "stub" in " ".join(p.cmdline()))
+
+
+def test_bomb_is_rejected_before_decoding_and_good_requests_are_unaffected(server, val_images):
+    model = layout.ensemble_model("digits", "fp32")
+    good = pad_batch([val_images[1][0]])
+    _infer(server, "grpc", model, good)
+    base = []
+    for _ in range(5):
+        t = time.perf_counter()
+        _infer(server, "grpc", model, good)
+        base.append(time.perf_counter() - t)
+    rss_before = _stub_rss(server)
+    start = time.perf_counter()
+    with pytest.raises(InferenceServerException) as err:
+        _infer(server, "grpc", model, pad_batch([bomb_jpeg(), bomb_jpeg(30000, 30000)]))
+    rejected_s = time.perf_counter() - start
+    assert "max_image_pixels" in str(err.value)
+    # 20000x20000 RGB would be 1.2 GB decoded; nothing of that size may appear.
+    assert _stub_rss(server) - rss_before < 50 * 2**20
+    assert rejected_s < 2.0, f"rejection took {rejected_s:.2f} s"   # measured locally: milliseconds
+    t = time.perf_counter()
+    _infer(server, "grpc", model, good)
+    assert time.perf_counter() - t < max(0.5, 4 * float(np.median(base)))
+
+
+def test_running_server_survives_its_repository_files_being_removed(server, copy_repo, val_images):
+    """A rebuild swaps the repository folder under a running server: the stand-in keeps its
+    serialized pipeline in memory, so the rebuild after a decode error still works."""
+    model = layout.ensemble_model("digits", "fp32")
+    good = pad_batch([val_images[2][0]])
+    expected = _infer(server, "http", model, good)
+    shutil.rmtree(copy_repo / layout.preprocess_model("digits") / "1")
+    bad = val_images[3][0]
+    with pytest.raises(InferenceServerException):
+        _infer(server, "http", model, pad_batch([bad[: len(bad) // 2]]))   # forces a pipeline rebuild
+    for _ in range(3):
+        np.testing.assert_array_equal(_infer(server, "http", model, good), expected)
