@@ -21,24 +21,21 @@ an H200 (docs/gpu_preprocess.md): mean 0.006, p99 0.035-0.052, max 0.38 (640x480
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
-import types as pytypes
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmarks.jpegs import natural_jpeg
-from builders.layout import DALI_INPUT, DALI_OUTPUT
+from builders import layout
+from builders.layout import DALI_INPUT
 from builders.preprocess import dali_gpu_support, pad_batch, serialize
 from builders.spec import Input
 
 pytestmark = pytest.mark.gpu
 
-ROOT = Path(__file__).resolve().parents[1]
 LEVEL = 1.0 / (255.0 * 0.224)        # one pixel level in normalized units (green channel's std)
 FULL_CHROMA_MAX_ABS = 2 * LEVEL       # 4:4:4 or grey images: per-image max abs
 MEAN_ABS_TOL = 1 * LEVEL              # whole batch
@@ -223,73 +220,46 @@ def test_max_batch_size_as_on_cpu(tmp_path, large_jpegs):
 
 # --- the local server's DALI stand-in with a KIND_GPU instance --------------------------------
 
-class _Tensor:
-    def __init__(self, name, array):
-        self._name, self._array = name, array
+def test_local_server_serves_autoserialized_gpu_variant(tmp_path, large_jpegs):
+    """The gpu target's preprocessing model as the builder writes it (config + dali.py), served by
+    the real tritonserver with the DALI stand-in on a KIND_GPU instance: autoserialized at load,
+    outputs handed on as GPU tensors (DLPack) and copied out by Triton for the response."""
+    from builders.preprocess import write_definition
+    from builders.spec import ModelSpec
+    from builders.triton_config import preprocess_config, write_config
+    from clients.triton import TritonClient
+    from serving.local_server import LocalTritonServer, free_port
 
-    def name(self):
-        return self._name
-
-    def as_numpy(self):
-        return self._array
-
-
-class _Error:
-    def __init__(self, msg):
-        self._msg = msg
-
-    def message(self):
-        return self._msg
-
-
-class _Response:
-    def __init__(self, output_tensors=None, error=None):
-        self.output_tensors, self.error = output_tensors or [], error
-
-
-def _fake_pb_utils() -> pytypes.ModuleType:
-    """The few names of triton_python_backend_utils that the stand-in uses."""
-    mod = pytypes.ModuleType("triton_python_backend_utils")
-    mod.TritonModelException = type("TritonModelException", (Exception,), {})
-    mod.TritonError = _Error
-    mod.InferenceResponse = _Response
-    mod.Tensor = _Tensor
-    mod.get_input_tensor_by_name = lambda request, name: request.get(name)
-    mod.triton_string_to_numpy = {"TYPE_FP32": np.float32, "TYPE_UINT8": np.uint8}.__getitem__
-    return mod
-
-
-def test_local_server_dali_stand_in_runs_gpu_variant(tmp_path, monkeypatch, large_jpegs):
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
-    spec = importlib.util.spec_from_file_location("dali_stand_in", ROOT / "serving" / "backends" / "dali" / "model.py")
-    stand_in = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stand_in)
-
-    model_dir = tmp_path / "digits_preprocess"
-    serialize(LARGE, "gpu", 8, model_dir / "1" / "model.dali")
-    config = {"name": "digits_preprocess", "backend": "dali", "max_batch_size": 8,
-              "input": [{"name": DALI_INPUT, "data_type": "TYPE_UINT8", "dims": [-1]}],
-              "output": [{"name": DALI_OUTPUT, "data_type": "TYPE_FP32", "dims": [3, 224, 224]}],
-              "instance_group": [{"kind": "KIND_GPU", "count": 1, "gpus": [0]}],
-              "parameters": {"num_threads": {"string_value": "2"}}}
-    model = stand_in.TritonPythonModel()
-    model.initialize({"model_config": json.dumps(config), "model_name": "digits_preprocess",
-                      "model_repository": str(model_dir), "model_version": "1",
-                      "model_instance_kind": "GPU", "model_instance_device_id": "0"})
-    assert model.device_id == 0
-
-    req_a = pad_batch(large_jpegs[:3])
-    req_b = pad_batch(large_jpegs[3:5])
-    too_many = pad_batch(large_jpegs[:9])
-    responses = model.execute([{DALI_INPUT: _Tensor(DALI_INPUT, r)} for r in (req_a, req_b, too_many)])
-    assert responses[2].error is not None and "max_batch_size is 8" in responses[2].error.message()
-    got = []
-    for resp, n in zip(responses[:2], (3, 2)):
-        assert resp.error is None, resp.error and resp.error.message()
-        (tensor,) = resp.output_tensors
-        assert tensor.name() == DALI_OUTPUT and tensor.as_numpy().shape == (n, 3, 224, 224)
-        got.append(tensor.as_numpy())
+    spec = ModelSpec(name="digits", input=LARGE, triton={"max_batch_size": 8, "preferred_batch_sizes": [8]},
+                     engine={"opt_batch": 8})
+    model_dir = tmp_path / "gpu" / layout.preprocess_model("digits")
+    write_config(preprocess_config(spec, "gpu"), model_dir)
+    write_definition(LARGE, "gpu", model_dir / "1" / layout.DALI_DEFINITION, 8, hw_decoder_load=1.0)
+    with LocalTritonServer(tmp_path / "gpu", http_port=free_port(), grpc_port=free_port(),
+                           metrics_port=free_port(), timeout_s=180) as server:
+        client = TritonClient(server.grpc_url, "grpc")
+        got = np.concatenate([client.preprocess(layout.preprocess_model("digits"), large_jpegs[i: i + 4])
+                              for i in (0, 4)])
+        client.close()
     cpu_pipe = _pipe(serialize(LARGE, "cpu", 8, tmp_path / "cpu.dali"), None)
-    _, c = _run(cpu_pipe, _samples(large_jpegs[:5]))
-    _compare(np.concatenate(got), c, "local server's DALI stand-in, KIND_GPU, 2 requests")
-    model.finalize()
+    _, c = _run(cpu_pipe, _samples(large_jpegs[:8]))
+    _compare(got, c, "local server, DALI stand-in KIND_GPU (autoserialized dali.py), 2 requests",
+             full_chroma=[i for i in FULL_CHROMA_LARGE if i < 8])
+
+
+def test_gpu_variant_matches_torchvision_on_photos(tmp_path):
+    """The issue's bound for the gpu variant: vs torchvision's transform on the photo set, within
+    the nvJPEG tolerance (builders.preprocess.GPU_TOLERANCE), per image."""
+    from builders.photos import write_photo_set
+    from builders.preprocess import parity, reference_preprocess, reference_transform
+
+    files = sorted(write_photo_set(tmp_path / "photos").rglob("*.jpg"))
+    encoded = [f.read_bytes() for f in files]
+    for inp in (LARGE, DEMO):
+        pipe = _pipe(serialize(inp, "gpu", len(files), tmp_path / f"gpu{inp.crop}.dali", hw_decoder_load=1.0), 0)
+        _, g = _run(pipe, _samples(encoded))
+        t = reference_transform(inp)
+        ref = np.stack([reference_preprocess(e, inp, t) for e in encoded])
+        result = parity(g, ref, inp.std, [f.name for f in files], "gpu")
+        _REPORT.append({"case": f"gpu variant vs torchvision, photo set, {inp.resize}/{inp.crop}", **result.summary()})
+        assert not result.failing, result.worst()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from builders import layout
-from builders.preprocess import CPU_TOLERANCE, CpuPreprocessor, pad_batch, parity, reference_preprocess
+from builders.preprocess import CpuPreprocessor, pad_batch, parity, reference_preprocess
 from builders.preprocess import reference_transform, write_definition
 from builders.spec import Input
 
