@@ -308,9 +308,12 @@ def test_locust_master_and_workers_agree_and_gate_on_the_sla(rendered):
 
 
 def test_locust_settings_are_options_the_locustfile_and_locust_know():
-    import locust.argument_parser
+    import importlib.util
 
-    known_locust = set(re.findall(r'env_var="(LOCUST_[A-Z_]+)"', Path(locust.argument_parser.__file__).read_text()))
+    # Locust's own option table, read as text: importing locust would monkey-patch this process (gevent).
+    package = Path(importlib.util.find_spec("locust").submodule_search_locations[0])
+    known_locust = set(re.findall(r'env_var="(LOCUST_[A-Z_]+)"', (package / "argument_parser.py").read_text()))
+    assert {"LOCUST_USERS", "LOCUST_RUN_TIME", "LOCUST_EXPECT_WORKERS"} <= known_locust
     scenario = "".join(p.read_text() for p in (ROOT / "load_tests").glob("*.py"))
     names = [line.split("=", 1)[0] for line in (K8S / "locust" / "locust.env").read_text().splitlines()
              if line and not line.startswith("#")]
@@ -322,3 +325,32 @@ def test_locust_settings_are_options_the_locustfile_and_locust_know():
     for folder in ("builders", "clients", "load_tests"):
         assert f"COPY {folder}/ /app/{folder}/" in dockerfile and (ROOT / folder).is_dir()
     assert "-c requirements.lock" in dockerfile
+
+
+def test_capacity_model_arithmetic_and_refusals():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.capacity import CapacityError, load_points, plan
+
+    def point(c, rps, p99, server_ms, protocol="grpc", stable=True):
+        return {"protocol": protocol, "precision": "fp32", "batch_size": 4, "concurrency": c, "stable": stable,
+                "inferences_per_s": rps, "images_per_s": 4 * rps, "latency_ms": {"p99": p99},
+                "server_latency_ms": server_ms}
+
+    bench = {"points": [point(1, 25, 10, 36), point(2, 45, 18, 40), point(4, 50, 40, 72),
+                        point(8, 51, 90, 150, stable=False), point(1, 20, 12, 40, protocol="http")]}
+    with pytest.raises(CapacityError, match="several protocol"):
+        load_points(bench)
+    points = load_points(bench, protocol="grpc")
+    assert [p["concurrency"] for p in points] == [1, 2, 4]          # the unstable point is left out
+    assert points[1]["inflight"] == pytest.approx(45 * 0.040)         # Little's law: 1.8 requests
+    # SLA 20 ms: concurrency 2 (180 images/s) is the best point meeting it; 80 % of it per replica.
+    result = plan(points, target_images_per_s=1000, sla_p99_ms=20, headroom=0.8)
+    assert result["operating_point"]["concurrency"] == 2
+    assert result["replicas"] == 7 and result["replicas_n_plus_1"] == 8       # ceil(1000 / 144)
+    assert result["hpa_average_value"] == "1440m" and not result["notes"]
+    # Met only at the highest measured concurrency: said so.
+    assert plan(points, 1000, 50)["notes"]
+    with pytest.raises(CapacityError, match="lowest p99 is 10.00 ms at concurrency 1"):
+        plan(points, 1000, 5)
+    with pytest.raises(CapacityError, match="headroom"):
+        plan(points, 1000, 20, headroom=1.5)
