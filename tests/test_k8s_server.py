@@ -122,14 +122,15 @@ def test_entrypoint_sets_the_stack_the_s3_variables_and_restricts_the_apis(repo_
         assert _http(f"{base}/v2/models/{model}") == 200
         assert _http(f"{base}/v2/models/{model}/stats") == 200
         assert _http(f"http://127.0.0.1:{ports['metrics']}/metrics") == 200
-        # gRPC: the same key in the metadata.
+        # gRPC: the same key in the metadata, under the name Triton derives from the header's
+        # (`triton-grpc-protocol-` + header).
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
         with pytest.raises(InferenceServerException):
             client.get_model_repository_index()
-        assert client.get_model_repository_index(headers={API_KEY_HEADER: key}) is not None
+        assert client.get_model_repository_index(headers={f"triton-grpc-protocol-{API_KEY_HEADER}": key}) is not None
         client.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
