@@ -7,6 +7,7 @@ benchmark. No cluster is needed; the server-side half is tests/test_k8s_server.p
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -213,7 +214,6 @@ def test_restricted_apis_keyed_from_a_secret_and_a_64_mib_stack(rendered, k8s_co
     volumes = {v["name"]: v for v in _one(docs, "Deployment", "triton")["spec"]["template"]["spec"]["volumes"]}
     secret = volumes[mounts["/etc/triton/api-key"]["name"]]["secret"]["secretName"]
     _, key = k8s_copy
-    import base64
     assert base64.b64decode(_one(docs, "Secret", secret)["data"]["api-key"]).decode() == key
     others = [d for d in docs if d["kind"] != "Secret"]
     assert key not in json.dumps(others)
