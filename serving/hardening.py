@@ -92,6 +92,7 @@ def open_private_log(path: Path):
 
 
 def _records_dir() -> Path:
+    _private_dir(api_key_dir())
     return _private_dir(api_key_dir() / "servers")
 
 
