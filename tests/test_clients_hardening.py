@@ -201,7 +201,10 @@ def test_https_through_tls_proxy(server, https, certs, val, capsys):
     images = val.encoded(3)
     with TritonClient(https, "http", ca_cert=str(certs["ca"])) as client:
         assert client.tls and client.infer(MODEL, images, top_k=1).top_k[0][0].label
+    # The proxy's port has no key file: the restricted repository index needs --api-key.
     rc = infer.main([str(val.files[0]), "--url", https, "--ca-cert", str(certs["ca"])])
+    assert rc == 2 and "restricts this API" in capsys.readouterr().err
+    rc = infer.main([str(val.files[0]), "--url", https, "--ca-cert", str(certs["ca"]), "--api-key", server.api_key])
     assert rc == 0, capsys.readouterr().err
 
     async def go():
