@@ -215,7 +215,9 @@ class _Common:
     def _kw(self) -> dict:
         kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         if self._headers:
-            kw["headers"] = self._headers
+            # A fresh dict per call: tritonclient's HTTP infer adds its own entries to the dict it is
+            # given (Inference-Header-Content-Length), which must not leak into the next request.
+            kw["headers"] = dict(self._headers)
         return kw
 
     def _tls_kw(self) -> dict:
