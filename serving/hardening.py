@@ -2,9 +2,9 @@
 shared machine (docs/hardening.md):
 
 - the child process gets a 64 MiB stack limit (Triton 2.51's HTTP server overflows the default
-  8 MiB stack on request bodies above ~4 MB, server#5840), umask 077 (the python backend's
-  shared memory regions and any file the server writes are private to the user) and dies with
-  its launcher (PR_SET_PDEATHSIG);
+  8 MiB stack on request bodies above ~4 MB, server#5840), umask 077 (files the server writes are
+  private to the user; the python backend sets its shm regions' mode itself, 0644, so the launcher
+  chmods them to 0600 once the server is ready) and dies with its launcher (PR_SET_PDEATHSIG);
 - restricted APIs (model-repository, shared-memory, logging, trace) need a header whose value is
   a random key made per server, also written to a 0600 key file that the clients on this machine
   read (clients.connection.read_api_key);
