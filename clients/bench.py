@@ -102,8 +102,8 @@ def _stable(values: list[float], tol: float) -> bool:
 
 def measure_point(url: str | None, protocol: str, model: str, batches: list[np.ndarray], concurrency: int,
                   window_s: float, max_windows: int, stability: float, timeout_s: float, stats_client,
-                  steps: list[str]) -> dict:
-    """One sweep point; see the module docstring."""
+                  steps: list[str], client_kw: dict | None = None) -> dict:
+    """One sweep point; see the module docstring. client_kw: further TritonClient arguments (TLS, key)."""
     from clients.triton import TritonClient, TritonClientError
 
     watched = [model] + steps
@@ -117,7 +117,7 @@ def measure_point(url: str | None, protocol: str, model: str, batches: list[np.n
     def loop(i: int):
         w = workers[i]
         try:
-            client = TritonClient(url, protocol, timeout_s=timeout_s)
+            client = TritonClient(url, protocol, **dict(client_kw or {}, timeout_s=timeout_s))
             client.model_info(model)
             t0 = time.perf_counter()
             client.infer(model, batches[i % len(batches)], top_k=0)  # first request pays lazy allocations
@@ -151,6 +151,18 @@ def measure_point(url: str | None, protocol: str, model: str, batches: list[np.n
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(concurrency)]
     for t in threads:
         t.start()
+    try:
+        return _measure(model, batches, concurrency, window_s, max_windows, stability, timeout_s, stats_client,
+                        steps, protocol, watched, stop, workers, ready, firsts, threads)
+    finally:
+        stop.set()   # whatever failed, no client thread keeps sending
+        for t in threads:
+            t.join(timeout=timeout_s + 5)
+
+
+def _measure(model, batches, concurrency, window_s, max_windows, stability, timeout_s, stats_client, steps,
+             protocol, watched, stop, workers, ready, firsts, threads) -> dict:
+    """measure_point's windows and figures, with its clients running."""
     before_all: dict = {}
     try:
         # Statistics are read before releasing the clients, so the totals cover exactly the counted requests.
@@ -177,7 +189,7 @@ def measure_point(url: str | None, protocol: str, model: str, batches: list[np.n
         if _stable(rates, stability) and _stable(means, stability):
             break
     stop.set()
-    for t in threads:
+    for t in threads:   # every request sent has its answer before the server's totals are read
         t.join(timeout=timeout_s + 5)
     after_all = stats_client.statistics()
     errors = [e for w in workers for e in w.errors]
@@ -375,6 +387,7 @@ def run(args) -> int:
 
     from builders.datasets import load_image_folder
     from builders.preprocess import pad_batch
+    from clients.connection import client_options, split_url
     from clients.triton import (TritonClient, TritonClientError, normalize_url, served_base_models,
                                 served_precisions)
 
@@ -390,9 +403,15 @@ def run(args) -> int:
     host, port = http_url.rsplit(":", 1)
     # Triton's convention puts gRPC one port above HTTP (8000/8001); --grpc-url overrides.
     urls = {"http": http_url, "grpc": normalize_url(args.grpc_url, "grpc") if args.grpc_url else f"{host}:{int(port) + 1}"}
+    # normalize_url drops the scheme; a TLS URL keeps it so that no client falls back to plain text.
+    if split_url(args.url, "http")[1]:
+        urls["http"] = f"https://{http_url}"
+    if split_url(args.grpc_url or args.url, "grpc")[1]:
+        urls["grpc"] = f"grpcs://{urls['grpc']}"
+    client_kw = client_options(args)
 
     manifest = json.loads(args.manifest.read_text()) if args.manifest.is_file() else {}
-    stats_client = TritonClient(http_url, "http", timeout_s=args.timeout, retries=args.retries)
+    stats_client = TritonClient(urls["http"], "http", **client_kw)
     try:
         stats_client.wait_until_ready()
         meta = stats_client.server_metadata()
@@ -413,7 +432,7 @@ def run(args) -> int:
             return 2
         encoded = load_image_folder(data).encoded(args.images)
 
-        rows = []
+        rows, failed = [], []
         console.print(f"Triton {meta.get('version')} at {http_url}: {name}, precisions {precisions}, protocols "
                       f"{protocols}, batch sizes {batch_sizes}, concurrency {concurrencies}; window {window_s} s, "
                       f"<= {max_windows} windows per point", highlight=False)
@@ -421,7 +440,13 @@ def run(args) -> int:
         for protocol in protocols:
             for precision in precisions:
                 model = layout.ensemble_model(name, precision)
-                info = stats_client.model_info(model)
+                try:
+                    info = stats_client.model_info(model)
+                except TritonClientError as err:
+                    failed += [{"protocol": protocol, "precision": precision, "batch_size": bs, "concurrency": c,
+                                "error": str(err)} for bs in batch_sizes for c in concurrencies]
+                    console.print(f"  {protocol:4} {precision:5}: FAILED: {err}", highlight=False)
+                    continue
                 steps = list(info.steps)
                 for bs in batch_sizes:
                     if info.max_batch_size and bs > info.max_batch_size:
@@ -431,8 +456,17 @@ def run(args) -> int:
                     pool = [pad_batch([encoded[(i + j) % len(encoded)] for j in range(bs)])
                             for i in range(0, max(len(encoded), bs), bs)]
                     for conc in concurrencies:
-                        r = measure_point(urls[protocol], protocol, model, pool, conc, window_s, max_windows,
-                                          args.stability, args.timeout, stats_client, steps)
+                        try:
+                            r = measure_point(urls[protocol], protocol, model, pool, conc, window_s, max_windows,
+                                              args.stability, args.timeout, stats_client, steps, client_kw)
+                        except TritonClientError as err:
+                            # A failed point (server restarted or crashed, request rejected) is recorded
+                            # as such and the sweep goes on; what was measured is still written.
+                            failed.append({"protocol": protocol, "precision": precision, "batch_size": bs,
+                                           "concurrency": conc, "error": str(err)})
+                            console.print(f"  {protocol:4} {precision:5} batch {bs:3} c={conc}: FAILED: {err}",
+                                          highlight=False)
+                            continue
                         r["precision"] = precision
                         rows.append(r)
                         console.print(f"  {protocol:4} {precision:5} batch {bs:3} c={conc}: "
@@ -459,6 +493,9 @@ def run(args) -> int:
                 "p99 ms", "server ms", "bottleneck (server side)"):
         table.add_column(col, justify="left" if col in ("protocol", "precision", "bottleneck (server side)")
                          else "right")
+    for f in failed:
+        table.add_row(f["protocol"], f["precision"], str(f["batch_size"]), str(f["concurrency"]), "FAILED",
+                      *[""] * 6, f["error"][:80])
     for r in rows:
         lat = r["latency_ms"]
         table.add_row(r["protocol"], r["precision"], str(r["batch_size"]), str(r["concurrency"]),
@@ -489,9 +526,12 @@ def run(args) -> int:
         "settings": {"protocols": protocols, "precisions": precisions, "batch_sizes": batch_sizes,
                      "concurrency": concurrencies, "window_s": window_s, "max_windows": max_windows,
                      "stability": args.stability, "thorough": args.thorough, "images": len(encoded)},
-        "sweep_seconds": sweep_s, "preprocessing": pre})
+        "sweep_seconds": sweep_s, "preprocessing": pre, "failed_points": failed})
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
-    return 0
+    if failed:
+        print(f"error: {len(failed)} point(s) failed (listed as FAILED above and under failed_points in "
+              "bench.json); the others were measured and written", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,9 @@ for that, shared by clients.infer, clients.verify and clients.bench.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 PROTOCOLS = ("http", "grpc")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 LOCAL_SERVER_HINT = ("Start the local server with `python -m serving.local_server --repository "
@@ -10,13 +13,30 @@ LOCAL_SERVER_HINT = ("Start the local server with `python -m serving.local_serve
                      "or pass the server's address with --url.")
 
 
+# The header (gRPC: metadata key) the local launcher's restricted APIs ask for (docs/hardening.md).
+API_KEY_HEADER = "triton-api-key"
+API_KEY_ENV = "TRITON_API_KEY"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+# Schemes that mean TLS; the others plain text. A TLS URL is never served over plain text.
+TLS_SCHEMES = ("https://", "grpcs://")
+PLAIN_SCHEMES = ("http://", "grpc://")
+
+
+def split_url(url: str | None, protocol: str) -> tuple[str, bool]:
+    """(host:port, tls) from a URL: https:// and grpcs:// mean TLS, http://, grpc:// and none mean
+    plain text; a URL without a port gets the protocol's default."""
+    tls = bool(url) and url.startswith(TLS_SCHEMES)
+    return normalize_url(url, protocol), tls
+
+
 def normalize_url(url: str | None, protocol: str) -> str:
-    """host:port as tritonclient wants it; accepts http://host:port and a bare host (default port)."""
+    """host:port as tritonclient wants it; accepts http(s)://host:port and a bare host (default port).
+    Whether the scheme asked for TLS is split_url's answer; this drops the scheme."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if not url:
         return f"127.0.0.1:{DEFAULT_PORTS[protocol]}"
-    for scheme in ("http://", "https://", "grpc://"):
+    for scheme in TLS_SCHEMES + PLAIN_SCHEMES:
         if url.startswith(scheme):
             url = url[len(scheme):]
     url = url.rstrip("/")
@@ -24,6 +44,24 @@ def normalize_url(url: str | None, protocol: str) -> str:
     if ":" not in host_part:
         url = f"{url}:{DEFAULT_PORTS[protocol]}"
     return url
+
+
+def api_key_dir() -> Path:
+    """Private folder (0700) where the local launcher leaves each server's API key as <port>.key."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or str(Path.home() / ".cache")
+    return Path(base) / "triton-image-toolkit" / "keys"
+
+
+def read_api_key(url: str) -> str | None:
+    """The key of a local server started by serving.local_server on url's port, if its key file
+    is there (readable by the same user only); None for other hosts or no file."""
+    host, _, port = url.rpartition(":")
+    if host not in LOCAL_HOSTS or not port.isdigit():
+        return None
+    try:
+        return (api_key_dir() / f"{port}.key").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def tritonclient_module(protocol: str, aio: bool):
@@ -50,8 +88,25 @@ def add_connection_arguments(parser, protocol_choices: bool = True) -> None:
         parser.add_argument("--protocol", choices=PROTOCOLS, default="http",
                             help="HTTP/REST or gRPC; both give the same results (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds to wait for the server (connection retries included) and per request "
-                             "(default: %(default)s)")
-    parser.add_argument("--retries", type=int, default=4,
-                        help="connection attempts after the first, with exponential backoff, while the server "
-                             "is unreachable (default: %(default)s)")
+                        help="seconds: the longest wait for the server to become reachable and ready (retries "
+                             "included), and the longest wait for each request's answer (default: %(default)s)")
+    parser.add_argument("--retries", type=int, default=20,
+                        help="attempts after the first, with exponential backoff (0.25 s doubling, at most 2 s), "
+                             "while the server is unreachable or not ready; waiting stops at whichever of "
+                             "--retries and --timeout comes first (default: %(default)s, about 36 s of backoff, "
+                             "so the default --timeout ends the wait first)")
+    parser.add_argument("--api-key", default=None,
+                        help=f"key for the server's restricted APIs, sent as the {API_KEY_HEADER!r} header (default: "
+                             f"${API_KEY_ENV}, else the key file the local launcher wrote for that port)")
+    parser.add_argument("--ca-cert", default=None,
+                        help="TLS (https:// or grpcs:// URL): PEM file of the certificate authority to trust "
+                             "(default: the system's)")
+    parser.add_argument("--client-cert", default=None,
+                        help="TLS: PEM client certificate, for servers that require one (with --client-key)")
+    parser.add_argument("--client-key", default=None, help="TLS: PEM private key of --client-cert")
+
+
+def client_options(args) -> dict:
+    """TritonClient keyword arguments from the flags add_connection_arguments defined."""
+    return {"timeout_s": args.timeout, "retries": args.retries, "api_key": args.api_key,
+            "ca_cert": args.ca_cert, "client_cert": args.client_cert, "client_key": args.client_key}

@@ -18,6 +18,14 @@ class ServerUnavailable(TritonClientError):
     """The server could not be reached (refused, unreachable, timed out) within the retries."""
 
 
+class ConnectionLost(ServerUnavailable):
+    """The connection closed while a request was in flight (server crashed, restarted or stopped)."""
+
+
+class ApiRestricted(TritonClientError):
+    """The server restricts this API (e.g. model-repository) and the request had no or a wrong key."""
+
+
 class ServerNotReady(TritonClientError):
     """The server answers but is not ready (models loading or failed)."""
 
@@ -43,6 +51,8 @@ class RequestTimeout(TritonClientError):
 
 def is_connection_error(err: BaseException) -> bool:
     """True when the request did not reach a server (worth retrying)."""
+    if is_connection_lost(err) or is_restricted(err):
+        return False
     if isinstance(err, (ConnectionError, OSError)) and not isinstance(err, TimeoutError):
         return True
     try:
@@ -59,6 +69,30 @@ def is_connection_error(err: BaseException) -> bool:
         text = str(err.message() or "")
         return "UNAVAILABLE" in status or "failed to connect" in text.lower() or "connection refused" in text.lower()
     return False
+
+
+def is_connection_lost(err: BaseException) -> bool:
+    """True when the server went away while a request was in flight: the connection was closed or
+    reset after it was established (not retried: a request that crashed the server would crash it
+    again)."""
+    if isinstance(err, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return True
+    if type(err).__name__ in ("HTTPConnectionClosed", "HTTPParseError", "ServerDisconnectedError",
+                              "ClientPayloadError"):
+        return True   # geventhttpclient (sync HTTP) and aiohttp (asyncio HTTP) words for it
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(err, InferenceServerException):
+        text = str(err.message() or "").lower()
+        return "UNAVAILABLE" in str(err.status() or "") and any(
+            w in text for w in ("socket closed", "connection reset", "goaway", "recvmsg", "broken pipe"))
+    return False
+
+
+def is_restricted(err: BaseException) -> bool:
+    """True for Triton's answer to a restricted API called without its key (HTTP 403; gRPC reports
+    it as UNAVAILABLE, which must not be mistaken for an unreachable server)."""
+    return "is restricted, expecting header" in str(message(err))
 
 
 def is_timeout(err: BaseException) -> bool:

@@ -6,6 +6,10 @@
 Folders are searched recursively for .jpg/.jpeg/.png/.bmp. Images go in requests of --batch-size
 (zero-padded to the longest in each request); the model is `<model>_<precision>`, where --model
 defaults to the only model the server serves.
+
+Every file gets a line: its top-k, or an error naming the file and why (a bad image fails alone;
+the others are still classified). Exit code 0: all classified; 1: some failed; 2: none could be
+(arguments, server, model).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from builders.datasets import IMAGE_SUFFIXES
@@ -51,10 +56,62 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def classify_files(client, ensemble: str, files: list[Path], batch_size: int, top_k: int) -> list[dict]:
+    """One entry per file, in order: {"image", "top_k"} or {"image", "error"}.
+
+    Files go in requests of batch_size; when a request is rejected (bad input), its files are sent
+    one by one so that only the bad ones fail, each with the server's reason. When the server
+    cannot be reached or goes away, the files not yet classified get that error and no more
+    requests are sent (each would wait the full --timeout)."""
+    from clients.triton import ConnectionLost, RequestTimeout, ServerUnavailable, TritonClientError
+
+    results: list[dict | None] = [None] * len(files)
+    payload: dict[int, bytes] = {}
+    for i, f in enumerate(files):
+        try:
+            payload[i] = f.read_bytes()
+        except OSError as err:
+            results[i] = {"image": str(f), "error": f"cannot read the file: {err.strerror or err}"}
+    todo = sorted(payload)
+    fatal: str | None = None
+
+    def send(idx: list[int]) -> None:
+        pred = client.infer(ensemble, [payload[i] for i in idx], top_k=top_k)
+        for i, row in zip(idx, pred.top_k):
+            results[i] = {"image": str(files[i]), "top_k": row}
+
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        if fatal is None:
+            try:
+                send(chunk)
+                continue
+            except (ServerUnavailable, ConnectionLost, RequestTimeout) as err:
+                fatal = str(err)
+            except TritonClientError:
+                for i in chunk:   # find the bad file(s); the good ones still get their answer
+                    if fatal is not None:
+                        break
+                    try:
+                        send([i])
+                    except (ServerUnavailable, ConnectionLost, RequestTimeout) as err:
+                        fatal = str(err)
+                    except TritonClientError as err:
+                        results[i] = {"image": str(files[i]), "error": str(err)}
+        for i in chunk:
+            if results[i] is None:
+                results[i] = {"image": str(files[i]), "error": fatal or "not sent"}
+    return [r for r in results if r is not None]
+
+
 def run(args) -> int:
+    """Exit code: 0 every file classified, 1 some file failed (each has its error line), 2 nothing
+    could be classified (bad arguments, no images, server unreachable or no such model)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    from clients.connection import client_options
     from clients.triton import TritonClient, TritonClientError, ensemble_name, served_base_models
 
     try:
@@ -68,8 +125,7 @@ def run(args) -> int:
         return 2
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
-        with TritonClient(args.url, args.protocol, timeout_s=args.timeout, retries=args.retries,
-                          shared_memory=args.shared_memory) as client:
+        with TritonClient(args.url, args.protocol, shared_memory=args.shared_memory, **client_options(args)) as client:
             client.wait_until_ready()
             index = client.repository_index()
             model = args.model
@@ -83,14 +139,18 @@ def run(args) -> int:
             # A full ensemble name (digits_fp16) is used as given; a model name gets the precision appended.
             is_ensemble = any(m["name"] == model for m in index) and model not in served_base_models(index)
             ensemble = model if is_ensemble else ensemble_name(model, args.precision)
-            pred = client.infer_many(ensemble, [f.read_bytes() for f in files], batch_size=args.batch_size,
-                                     top_k=args.top_k)
+            info = client.model_info(ensemble)   # unknown model: one clear error, not one per file
+            size = min(args.batch_size, info.max_batch_size or args.batch_size)
+            start = time.perf_counter()
+            results = classify_files(client, ensemble, files, size, args.top_k)
+            elapsed = time.perf_counter() - start
     except TritonClientError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    table = Table(title=f"{ensemble} at {client.url} ({args.protocol}): {len(files)} images, "
-                        f"{1000 * pred.latency_s / len(files):.2f} ms/image")
+    failed = [r for r in results if "error" in r]
+    table = Table(title=f"{ensemble} at {client.url} ({args.protocol}): {len(files) - len(failed)} of {len(files)} "
+                        f"images classified, {1000 * elapsed / len(files):.2f} ms/image")
     table.add_column("image")
     table.add_column("top-1", justify="right")
     table.add_column("score", justify="right")
@@ -98,21 +158,31 @@ def run(args) -> int:
         table.add_column(f"top-{args.top_k}")
     # Paths relative to the inputs' common folder keep the table readable.
     common = Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
-    for f, row in zip(files, pred.top_k):
+    for f, r in zip(files, results):
         shown = os.path.relpath(f.resolve(), common.parent) if len(files) > 1 else str(f)
-        cells = [shown, row[0].label, f"{row[0].score:.3f}"]
+        if "error" in r:
+            table.add_row(escape(shown), "[red]error[/red]", "", *([""] if args.top_k > 1 else []))
+            continue
+        row = r["top_k"]
+        cells = [escape(shown), row[0].label, f"{row[0].score:.3f}"]
         if args.top_k > 1:
             cells.append("  ".join(f"{t.label} {t.score:.3f}" for t in row))
         table.add_row(*cells)
     console.print(table)
+    # One line per failed file, on stderr, named by its path as given (whole, not shortened).
+    for r in failed:
+        print(f"error: {r['image']}: {r['error']}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(files)} images failed", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "model": ensemble, "url": client.url, "protocol": args.protocol,
-            "predictions": [{"image": str(f), "top_k": [{"label": t.label, "score": t.score, "index": t.index,
-                                                         "logit": t.logit} for t in row]}
-                            for f, row in zip(files, pred.top_k)]}, indent=2))
-    return 0
+            "predictions": [{"image": r["image"], "top_k": [{"label": t.label, "score": t.score, "index": t.index,
+                                                              "logit": t.logit} for t in r["top_k"]]}
+                            for r in results if "top_k" in r],
+            "errors": [{"image": r["image"], "error": r["error"]} for r in failed]}, indent=2))
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

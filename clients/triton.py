@@ -33,6 +33,7 @@ clients.shm (the shared memory regions). All their public names are importable f
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from typing import Sequence
@@ -42,12 +43,14 @@ import numpy as np
 from builders.preprocess import pad_batch
 # Everything below was defined in this module before it was split; callers import it from here
 # (load_tests.locustfile even the underscored helpers), so all of it stays importable as before.
-from clients.connection import (DEFAULT_PORTS, LOCAL_SERVER_HINT, PROTOCOLS,  # noqa: F401
-                                add_connection_arguments, normalize_url)
+from clients.connection import (API_KEY_ENV, API_KEY_HEADER, DEFAULT_PORTS, LOCAL_SERVER_HINT,  # noqa: F401
+                                PROTOCOLS, add_connection_arguments, normalize_url, read_api_key, split_url)
 from clients.connection import tritonclient_module as _modules
-from clients.errors import (BatchTooLarge, ModelNotReady, RequestTimeout, ServerNotReady,  # noqa: F401
+from clients.errors import (ApiRestricted, BatchTooLarge, ConnectionLost, ModelNotReady, RequestTimeout, ServerNotReady,  # noqa: F401
                             ServerUnavailable, TritonClientError, UnknownModel)
 from clients.errors import is_connection_error as _is_connection_error
+from clients.errors import is_connection_lost as _is_connection_lost
+from clients.errors import is_restricted as _is_restricted
 from clients.errors import is_timeout as _is_timeout
 from clients.errors import message as _message
 from clients.repository import (ensemble_name, index_rows, metadata_dict, normalize_statistics,  # noqa: F401
@@ -76,9 +79,30 @@ class _Common:
     _aio = False
 
     def __init__(self, url: str | None = None, protocol: str = "http", *, timeout_s: float = 30.0,
-                 retries: int = 4, backoff_s: float = 0.25, shared_memory: bool = False, verbose: bool = False):
+                 retries: int = 4, backoff_s: float = 0.25, shared_memory: bool = False, verbose: bool = False,
+                 api_key: str | None = None, ca_cert: str | None = None, client_cert: str | None = None,
+                 client_key: str | None = None):
+        """url: host:port, http(s)://host:port or grpc(s)://host:port (https/grpcs: TLS); timeout_s: the
+        longest wait for readiness and for each answer; retries: attempts after the first while the server
+        is unreachable (within timeout_s); api_key: value of the restricted-API header (default:
+        $TRITON_API_KEY, else the local launcher's key file for this port); ca_cert/client_cert/client_key:
+        PEM files for TLS (CA to trust; client certificate and key for mutual TLS)."""
         self.protocol = protocol
-        self.url = normalize_url(url, protocol)
+        self.url, self.tls = split_url(url, protocol)
+        if (ca_cert or client_cert or client_key) and not self.tls:
+            raise TritonClientError(f"TLS options (--ca-cert/--client-cert/--client-key) given, but {url or self.url!r} "
+                                    f"is a plain-text address; use {'https' if protocol == 'http' else 'grpcs'}://"
+                                    f"{self.url} to connect with TLS")
+        if bool(client_cert) != bool(client_key):
+            raise TritonClientError("--client-cert and --client-key go together (certificate and its private key)")
+        for f in (ca_cert, client_cert, client_key):
+            if f and not open(f, "rb").read(1):
+                raise TritonClientError(f"TLS file {f} is empty")
+        self.ca_cert, self.client_cert, self.client_key = ca_cert, client_cert, client_key
+        key = api_key or os.environ.get(API_KEY_ENV) or read_api_key(self.url)
+        # Triton's gRPC endpoint looks for the key under this prefix (its HTTP endpoint does not).
+        header = f"triton-grpc-protocol-{API_KEY_HEADER}" if protocol == "grpc" else API_KEY_HEADER
+        self._headers = {header: key} if key else None
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
         self.backoff_s = float(backoff_s)
@@ -91,6 +115,14 @@ class _Common:
         self._shm: _ShmRegions | None = None
 
     # -- words ----------------------------------------------------------------------------------
+
+    def _lost(self, err: BaseException, model: str | None) -> ConnectionLost:
+        return ConnectionLost(
+            f"the connection to the server at {self.url} ({self.protocol}) closed while the request"
+            f"{' to ' + repr(model) if model else ''} was in flight ({_message(err)}): the server crashed, "
+            "restarted or was stopped, and this request has no result. It was not retried (a request that "
+            "crashes the server would crash it again). Check the server log and that the server is running "
+            "(the local launcher prints why it exited), then send again.")
 
     def _unavailable(self, err: BaseException | str, attempts: int, waited: float) -> ServerUnavailable:
         exc = ServerUnavailable(
@@ -148,6 +180,14 @@ class _Common:
         """A tritonclient/transport error -> TritonClientError with words (or err itself if unknown)."""
         if isinstance(err, TritonClientError):
             return err
+        if _is_restricted(err):
+            return ApiRestricted(
+                f"the server at {self.url} restricts this API ({_message(err)}) and "
+                + ("the key sent is not its key" if self._headers else "no key was sent")
+                + f": pass the key the local launcher printed with --api-key or ${API_KEY_ENV} (clients on the "
+                "server's machine read it from its key file), or start the server with --open-apis (docs/hardening.md).")
+        if _is_connection_lost(err):
+            return self._lost(err, model)
         if _is_timeout(err):
             return self._timeout(f"request to {model!r}" if model else "request")
         if _is_connection_error(err):
@@ -171,8 +211,33 @@ class _Common:
         return min(self.backoff_s * (2 ** attempt), 2.0)
 
     # gRPC takes a per-call deadline; HTTP has it on the connection (set in the clients' __init__).
+    # The restricted-API key goes with every call: cheaper than knowing which APIs are restricted.
     def _kw(self) -> dict:
-        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        if self._headers:
+            # A fresh dict per call: tritonclient's HTTP infer adds its own entries to the dict it is
+            # given (Inference-Header-Content-Length), which must not leak into the next request.
+            kw["headers"] = dict(self._headers)
+        return kw
+
+    def _tls_kw(self) -> dict:
+        """Constructor arguments of the tritonclient client for TLS (none for plain text)."""
+        if not self.tls:
+            return {}
+        if self.protocol == "grpc":
+            return {"ssl": True, "root_certificates": self.ca_cert, "private_key": self.client_key,
+                    "certificate_chain": self.client_cert}
+        if self._aio:
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=self.ca_cert)
+            if self.client_cert:
+                ctx.load_cert_chain(self.client_cert, self.client_key)
+            return {"ssl": True, "ssl_context": ctx}
+        opts = {"ca_certs": self.ca_cert} if self.ca_cert else {}
+        if self.client_cert:
+            opts.update(certfile=self.client_cert, keyfile=self.client_key)
+        return {"ssl": True, "ssl_options": opts}
 
     # gRPC answers with protobuf messages unless asked for JSON; HTTP always gives JSON.
     def _json_kw(self) -> dict:
@@ -240,9 +305,9 @@ class TritonClient(_Common):
         if protocol == "http":
             self._client = self._mod.InferenceServerClient(self.url, verbose=self.verbose,
                                                            connection_timeout=self.timeout_s,
-                                                           network_timeout=self.timeout_s)
+                                                           network_timeout=self.timeout_s, **self._tls_kw())
         else:
-            self._client = self._mod.InferenceServerClient(self.url, verbose=self.verbose)
+            self._client = self._mod.InferenceServerClient(self.url, verbose=self.verbose, **self._tls_kw())
         self._lock = threading.Lock()
 
     def _call(self, fn, *args, model: str | None = None, retry: bool = True, **kwargs):
@@ -286,7 +351,7 @@ class TritonClient(_Common):
             except ServerUnavailable as err:
                 last = err
             pause = self._backoff(attempt)
-            if time.monotonic() + pause >= deadline:
+            if attempt >= self.retries or time.monotonic() + pause >= deadline:
                 break
             time.sleep(pause)
             attempt += 1
@@ -404,9 +469,9 @@ class AsyncTritonClient(_Common):
         if protocol == "http":
             # conn_timeout becomes aiohttp's total timeout per request.
             self._client = self._mod.InferenceServerClient(self.url, verbose=self.verbose,
-                                                           conn_timeout=self.timeout_s)
+                                                           conn_timeout=self.timeout_s, **self._tls_kw())
         else:
-            self._client = self._mod.InferenceServerClient(self.url, verbose=self.verbose)
+            self._client = self._mod.InferenceServerClient(self.url, verbose=self.verbose, **self._tls_kw())
         self._lock = asyncio.Lock()
 
     async def _call(self, fn, *args, model: str | None = None, retry: bool = True, **kwargs):
@@ -447,7 +512,7 @@ class AsyncTritonClient(_Common):
             except ServerUnavailable as err:
                 last = err
             pause = self._backoff(attempt)
-            if time.monotonic() + pause >= deadline:
+            if attempt >= self.retries or time.monotonic() + pause >= deadline:
                 break
             await asyncio.sleep(pause)
             attempt += 1

@@ -180,6 +180,7 @@ def run(args) -> int:
 
     from builders.datasets import load_image_folder
     from builders.preprocess import pad_batch, parity
+    from clients.connection import client_options
     from clients.triton import TritonClient, TritonClientError, served_precisions
     from runners.compare import accuracy, compare_logits, run_batches
     from runners.triton_runner import TritonRunner
@@ -199,7 +200,7 @@ def run(args) -> int:
         print(f"error: {unknown} not in {args.manifest}; it has {sorted(manifest.get('models', {}))}", file=sys.stderr)
         return 2
 
-    client = TritonClient(args.url, args.protocol, timeout_s=args.timeout, retries=args.retries)
+    client = TritonClient(args.url, args.protocol, **client_options(args))
     try:
         client.wait_until_ready()
         meta = client.server_metadata()
@@ -257,7 +258,7 @@ def run(args) -> int:
                 rows.append(row)
                 continue
             runner = TritonRunner(ensemble, args.url, args.protocol, timeout_s=args.timeout,
-                                  shared_memory=args.shared_memory)
+                                  shared_memory=args.shared_memory, client_kw=client_options(args))
             try:
                 with runner:
                     bs = min(args.batch_size, runner.max_batch_size or args.batch_size)

@@ -19,8 +19,10 @@ class TritonRunner(Runner):
     """Sends each feed as one request through clients.triton.TritonClient (HTTP or gRPC)."""
 
     def __init__(self, model: str, url: str | None = None, protocol: str = "http", timeout_s: float = 30.0,
-                 shared_memory: bool = False, name: str | None = None):
+                 shared_memory: bool = False, name: str | None = None, client_kw: dict | None = None):
+        """client_kw: further TritonClient arguments (retries, api_key, TLS files; clients.connection.client_options)."""
         super().__init__()
+        self.client_kw = dict(client_kw or {}, timeout_s=timeout_s)
         self.model, self.url, self.protocol = model, url, protocol
         self.timeout_s, self.shared_memory = timeout_s, shared_memory
         self.name = name or f"triton-{protocol}:{model}"
@@ -30,8 +32,7 @@ class TritonRunner(Runner):
     def _activate(self) -> None:
         from clients.triton import TritonClient
 
-        self.client = TritonClient(self.url, self.protocol, timeout_s=self.timeout_s,
-                                   shared_memory=self.shared_memory)
+        self.client = TritonClient(self.url, self.protocol, shared_memory=self.shared_memory, **self.client_kw)
         try:
             # Fail at activation, not on the first batch: unknown model / server down are reported here.
             info = self.client.model_info(self.model)

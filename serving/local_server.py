@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import ctypes
-import ctypes.util
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -31,6 +29,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from serving import hardening
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STANDINS = Path(__file__).resolve().parent / "backends"
@@ -178,13 +178,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent():
-    # If the launching Python is killed outright (no chance to call stop()), the kernel sends the
-    # server SIGTERM instead of leaving it running with the ports taken.
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 # --- the server ---------------------------------------------------------------------------------
 
 class LocalTritonServer:
@@ -192,8 +185,13 @@ class LocalTritonServer:
 
     The server runs in its own process group (its python backend stubs too), so stop() ends all of
     them: SIGTERM, then SIGKILL after `grace_s`. Ports default to Triton's 8000/8001/8002; tests
-    pass free_port() values. The server log goes to `log_file` (a temporary file by default) and,
-    with `echo=True`, to this process's stdout.
+    pass free_port() values. The server log goes to `log_file` (a temporary file by default; 0600
+    either way) and, with `echo=True`, to this process's stdout.
+
+    Hardening (serving.hardening, docs/hardening.md): 64 MiB stack limit, umask 077, restricted
+    APIs (model-repository, shared-memory, logging, trace) behind a key made per start
+    (`api_key`, also in a 0600 key file the clients read) unless `open_apis=True`, and the
+    python backend's shared memory regions removed when the server stops, however it stops.
     """
 
     def __init__(self, repository: str | Path = "model_repository/cpu", *, http_port: int = 8000,
@@ -201,7 +199,7 @@ class LocalTritonServer:
                  log_file: str | Path | None = None, timeout_s: float = 120.0,
                  model_control_mode: str = "none", load_models: tuple[str, ...] = (),
                  verbose: bool = False, echo: bool = False, grace_s: float = 10.0,
-                 backend_dir: Path | None = None, extra_args: tuple[str, ...] = ()):
+                 backend_dir: Path | None = None, extra_args: tuple[str, ...] = (), open_apis: bool = False):
         self.repository = Path(repository).resolve()
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.timeout_s, self.grace_s = timeout_s, grace_s
@@ -213,6 +211,9 @@ class LocalTritonServer:
         self.log_file = Path(log_file) if log_file else None
         self._backend_dir = backend_dir
         self.extra_args = tuple(extra_args)
+        self.open_apis = open_apis
+        self.api_key: str | None = None
+        self.record: hardening.ServerRecord | None = None
         self.process: subprocess.Popen | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=60)
         self._reader: threading.Thread | None = None
@@ -254,6 +255,10 @@ class LocalTritonServer:
         ]
         if self.model_control_mode == "explicit":
             cmd += [f"--load-model={m}" for m in (self.load_models or ("*",))]
+        if self.record is not None:
+            cmd += self.record.backend_config()
+        if self.api_key:
+            cmd += hardening.restricted_api_args(self.api_key)
         return cmd + list(self.extra_args)
 
     def start(self) -> "LocalTritonServer":
@@ -269,15 +274,21 @@ class LocalTritonServer:
                               "choose others with --http-port/--grpc-port/--metrics-port")
         backend_dir = self._backend_dir or prepare_backend_dir()
         if self.log_file is None:
-            fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")   # 0600
             os.close(fd)
             self.log_file = Path(name)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        hardening.open_private_log(self.log_file).close()   # created (or made) 0600 before anything is logged
         self._tail.clear()
+        hardening.sweep()   # regions and key files of servers that died without stop()
+        self.record = hardening.ServerRecord()
+        self.api_key = None if self.open_apis else hardening.new_api_key()
         self.process = subprocess.Popen(
             self.command(backend_dir), env=server_env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent, cwd=str(self.repository))
+            preexec_fn=hardening.child_setup(hardening.stack_limit()), cwd=str(self.repository))
+        if self.api_key:
+            self.record.write_key(self.api_key, [self.http_port, self.grpc_port])
+        self.record.save(self.process.pid)
         self._reader = threading.Thread(target=self._pump, name="tritonserver-log", daemon=True)
         self._reader.start()
         try:
@@ -285,10 +296,14 @@ class LocalTritonServer:
         except BaseException:
             self.stop()
             raise
+        # The python backend creates its regions 0644 whatever the umask; only this user's processes
+        # (the server and its stubs) need them. Models loaded later over the API get theirs at stop.
+        for region in self.record.shm_regions():
+            os.chmod(region, 0o600)
         return self
 
     def _pump(self):
-        with open(self.log_file, "ab", buffering=0) as log:
+        with hardening.open_private_log(self.log_file) as log:
             for line in iter(self.process.stdout.readline, b""):
                 log.write(line)
                 text = line.decode("utf-8", "replace")
@@ -337,7 +352,17 @@ class LocalTritonServer:
             self._reader.join(timeout=5)
         if proc.stdout:
             proc.stdout.close()
+        self._cleanup()
         return proc.returncode
+
+    def _cleanup(self) -> None:
+        """Remove this server's shm regions and key file (no process of its group is left)."""
+        if self.record is not None:
+            self.record.cleanup()
+
+    def shm_regions(self) -> list[Path]:
+        """The python backend's shared memory regions of this server (in /dev/shm)."""
+        return self.record.shm_regions() if self.record else []
 
     @staticmethod
     def _signal_group(pgid: int, sig: int):
@@ -384,6 +409,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-file", type=Path, default=None,
                    help="also write the server log to this file (default: a temporary file)")
     p.add_argument("--verbose", action="store_true", help="verbose server log (Triton --log-verbose=1)")
+    p.add_argument("--open-apis", action="store_true",
+                   help="serve the model-repository, shared-memory, logging and trace APIs to any caller; by "
+                        "default they need the header printed at start (docs/hardening.md)")
     return p
 
 
@@ -393,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repository, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
         host=args.host, log_file=args.log_file, timeout_s=args.timeout,
         model_control_mode=args.model_control_mode, load_models=tuple(args.load_model),
-        verbose=args.verbose, echo=True)
+        verbose=args.verbose, echo=True, open_apis=args.open_apis)
 
     # SIGTERM (e.g. from a process manager) takes the same clean path as Ctrl-C.
     def _terminate(signum, frame):
@@ -406,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         print(f"\nTriton is ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}\n"
               f"serving {server.repository} (log: {server.log_file}); Ctrl-C to stop", flush=True)
+        if server.api_key:
+            print(f"restricted APIs ({', '.join(hardening.RESTRICTED_APIS)}) need the header "
+                  f"'{hardening.API_KEY_HEADER}: {server.api_key}'; clients on this machine read it from "
+                  f"{hardening.api_key_dir()}/<port>.key (or pass --api-key / ${hardening.API_KEY_ENV})", flush=True)
         while server.is_running():
             time.sleep(0.5)
         print(f"tritonserver exited with code {server.process.returncode}; last lines:\n{server.log_tail()}",

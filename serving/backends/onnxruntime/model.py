@@ -71,8 +71,15 @@ class TritonPythonModel:
         # (measured: serving/bench_local.py); a config parameter of the same name overrides it.
         spin = self.config.get("parameters", {}).get("session.intra_op.allow_spinning", {}).get("string_value", "0")
         opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        # The model is read into memory once and the session built from those bytes: nothing on disk
+        # is used after load, so a rebuild that swaps or deletes the repository folder never breaks
+        # a running server (models with external data files are not produced by the builder).
         try:
-            self.session = ort.InferenceSession(str(model_file), sess_options=opts,
+            model_bytes = model_file.read_bytes()
+        except OSError as err:
+            raise pb_utils.TritonModelException(f"{self.name}: cannot read {model_file}: {err}") from None
+        try:
+            self.session = ort.InferenceSession(model_bytes, sess_options=opts,
                                                 providers=["CPUExecutionProvider"])
         except Exception as err:
             raise pb_utils.TritonModelException(f"{self.name}: ONNX Runtime cannot load {model_file}: {_short(err)}") from None
