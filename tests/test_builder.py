@@ -437,3 +437,24 @@ def test_plans_for_several_gpu_architectures_coexist(built_repo, build_cache, tm
     write_target(tmp_path / "h100b", "gpu", b, {"fp32": sm90}, "9.0", tmp_path / "a100", stale)
     cfg = read_config(tmp_path / "h100b" / eng / "config.pbtxt")
     assert dict(cfg.cc_model_filenames) == {"9.0": "model_sm90.plan"}
+
+
+def test_gpu_build_with_require_plans_fails_instead_of_leaving_empty_plan_folders(built_repo, build_cache, tmp_path):
+    from builders.build import BuildError, build
+    from builders.engine import tensorrt_available
+
+    if tensorrt_available()[0]:
+        pytest.skip("TensorRT and a GPU are here: plans would be built")
+    out = tmp_path / "repo"
+    spec = load_spec(ROOT / "build.toml").model_copy(update={"output": out, "targets": ("gpu",)})
+    with pytest.raises(BuildError, match="--require-plans: no TensorRT plans can be built here"):
+        build(spec, cache_dir=build_cache, quiet=True, require_plans=True)
+    assert not out.exists()  # nothing half-written for Triton to start on
+    # Without the flag (a CPU machine), the same build succeeds and says where plans come from;
+    # the manifest names the release the gpu target is for.
+    result = build(spec, cache_dir=build_cache, quiet=True, release="26.05")
+    assert "docker compose" in result.plan_status["digits"]
+    assert result.manifest["triton_release"] == {
+        "name": "26.05", "tensorrt": "10.16.1.11", "dali_version": "2.1.0",
+        "tensorrt_image": "nvcr.io/nvidia/tensorrt:26.05-py3",
+        "triton_image": "nvcr.io/nvidia/tritonserver:26.05-py3"}
