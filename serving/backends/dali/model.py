@@ -183,6 +183,7 @@ class TritonPythonModel:
                 tried.append(f"{path.name}: missing")
                 continue
             try:
+                self.dali_file = path
                 self._serialized = path.read_bytes() if serialized else _autoserialize(path)
                 self._build()
                 return self._serialized, path
