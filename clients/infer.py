@@ -31,6 +31,7 @@ def collect_images(paths: list[Path]) -> list[Path]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from clients.repository import add_backend_argument
     from clients.triton import add_connection_arguments
 
     p = argparse.ArgumentParser(prog="python -m clients.infer",
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="model name (e.g. digits) or a full ensemble name (digits_fp16); default: the only model "
                         "the server serves")
     p.add_argument("--precision", default="fp32", help="precision ensemble to call (default: %(default)s)")
+    add_backend_argument(p)
     p.add_argument("--top-k", type=int, default=3, help="labels per image, best first (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16,
                    help="images per request, at most the model's max_batch_size (default: %(default)s)")
@@ -82,7 +84,7 @@ def run(args) -> int:
                 model = bases[0]
             # A full ensemble name (digits_fp16) is used as given; a model name gets the precision appended.
             is_ensemble = any(m["name"] == model for m in index) and model not in served_base_models(index)
-            ensemble = model if is_ensemble else ensemble_name(model, args.precision)
+            ensemble = model if is_ensemble else ensemble_name(model, args.precision, args.backend)
             pred = client.infer_many(ensemble, [f.read_bytes() for f in files], batch_size=args.batch_size,
                                      top_k=args.top_k)
     except TritonClientError as err:
