@@ -198,7 +198,8 @@ def test_configs_parse_and_ensembles_are_wired(built_repo, target):
     cfgs = _configs(built_repo / target)
     assert set(cfgs) == {layout.preprocess_model("digits")} | {
         f(p) for p in PRECISIONS for f in (lambda p: layout.engine_model("digits", p),
-                                           lambda p: layout.ensemble_model("digits", p))}
+                                           lambda p: layout.ensemble_model("digits", p))} | {
+        f(p, "torch") for p in layout.TORCH_PRECISIONS for f in (layout.engine_model, layout.ensemble_model)}
     pre = cfgs[layout.preprocess_model("digits")]
     kind = mc.ModelInstanceGroup.KIND_GPU if target == "gpu" else mc.ModelInstanceGroup.KIND_CPU
     assert pre.backend == "dali" and pre.instance_group[0].kind == kind
