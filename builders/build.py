@@ -103,6 +103,12 @@ def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict) -> dict:
             for p, v in b.variants.items()
         },
         "tensorrt": {"status": plan_status, **plan_info},
+        # The PyTorch-backend twin: parity with PyTorch per precision and its Triton model names.
+        "torchscript": {"status": b.torchscript_status, "precisions": {
+            p: {**{k: v for k, v in dataclasses.asdict(m).items() if k != "path"},
+                "ensemble": layout.ensemble_model(spec.name, p, layout.TORCH_BACKEND),
+                "engine": layout.engine_model(spec.name, p, layout.TORCH_BACKEND)}
+            for p, m in b.torchscript.items()}},
         "models": {
             "preprocess": layout.preprocess_model(spec.name),
             **{p: {"ensemble": layout.ensemble_model(spec.name, p), "engine": layout.engine_model(spec.name, p)}
@@ -133,7 +139,7 @@ def _carry_over(output: Path, staging: Path, spec: BuildSpec, old: dict, artifac
         artifacts.setdefault(path, rec)
         # The ensembles that call a carried engine model have no artifact of their own.
         if rec.get("precision"):
-            ens = layout.ensemble_model(rec["model"], rec["precision"])
+            ens = layout.ensemble_model(rec["model"], rec["precision"], rec.get("backend"))
             if (output / model_dir[0] / ens).is_dir() and not (staging / model_dir[0] / ens).exists():
                 shutil.copytree(output / model_dir[0] / ens, staging / model_dir[0] / ens)
         if rec.get("model") not in built and rec.get("model") in old.get("models", {}):

@@ -6,6 +6,12 @@ One place decides what the repository looks like, so a client never guesses a mo
     <output>/<target>/<name>_preprocess/{config.pbtxt, 1/dali.py}            DALI backend (autoserialized)
     <output>/<target>/<name>_<precision>_infer/{config.pbtxt, labels.txt, 1/model.onnx | 1/model.plan}
     <output>/<target>/<name>_<precision>/{config.pbtxt, labels.txt, 1/}       the ensemble users call
+    <output>/<target>/<name>_<precision>_torch_infer/{config.pbtxt, labels.txt, 1/model.pt}  TorchScript
+    <output>/<target>/<name>_<precision>_torch/{config.pbtxt, labels.txt, 1/}  DALI -> TorchScript
+
+The network backend is a second naming dimension beside the precision: the default backend
+(TensorRT on the gpu target, ONNX Runtime on the cpu target) has no suffix, the PyTorch backend's
+twin (`torch`, TorchScript on Triton's pytorch_libtorch platform) adds `_torch`.
 """
 from __future__ import annotations
 
@@ -17,6 +23,16 @@ DALI_INPUT = "DALI_INPUT_0"
 DALI_OUTPUT = "DALI_OUTPUT_0"     # TYPE_FP32 [3, crop, crop]
 ENGINE_INPUT = "input"            # name of the ONNX/TensorRT input
 ENGINE_OUTPUT = "logits"          # name of the ONNX/TensorRT output
+# Triton's PyTorch backend binds TorchScript arguments and results by position, named <name>__<index>.
+TORCH_INPUT = "INPUT__0"
+TORCH_OUTPUT = "OUTPUT__0"
+
+DEFAULT_BACKEND = "default"       # TensorRT (gpu target) or ONNX Runtime (cpu target)
+TORCH_BACKEND = "torch"           # TorchScript on Triton's PyTorch (LibTorch) backend
+# Names a user may give for a backend (clients' --backend) -> the naming dimension above.
+BACKEND_ALIASES = {"default": DEFAULT_BACKEND, "tensorrt": DEFAULT_BACKEND, "onnxruntime": DEFAULT_BACKEND,
+                   "torch": TORCH_BACKEND, "pytorch": TORCH_BACKEND, "torchscript": TORCH_BACKEND}
+TORCH_PRECISIONS = ("fp32", "fp16")  # TorchScript variants; int8 stays with TensorRT/ONNX Runtime
 
 LABELS_FILE = "labels.txt"
 # The pipeline definition dali_backend autoserializes at load (its fallback file name, so no
@@ -29,9 +45,34 @@ def preprocess_model(name: str) -> str:
     return f"{name}_preprocess"
 
 
-def engine_model(name: str, precision: str) -> str:
-    return f"{name}_{precision}_infer"
+def backend_name(backend: str | None) -> str:
+    """A user's backend name (None, tensorrt, onnxruntime, torch, ...) -> DEFAULT_BACKEND or TORCH_BACKEND;
+    raises ValueError naming the allowed values."""
+    if backend is None:
+        return DEFAULT_BACKEND
+    key = str(backend).strip().lower()
+    if key not in BACKEND_ALIASES:
+        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(BACKEND_ALIASES)}")
+    return BACKEND_ALIASES[key]
 
 
-def ensemble_model(name: str, precision: str) -> str:
-    return f"{name}_{precision}"
+def backend_suffix(backend: str | None) -> str:
+    """'' for the default backend, '_torch' for the PyTorch twin."""
+    return "" if backend_name(backend) == DEFAULT_BACKEND else f"_{TORCH_BACKEND}"
+
+
+def engine_model(name: str, precision: str, backend: str | None = None) -> str:
+    """The network's Triton model; backend: None/'tensorrt'/'onnxruntime' (default) or 'torch'."""
+    return f"{name}_{precision}{backend_suffix(backend)}_infer"
+
+
+def ensemble_model(name: str, precision: str, backend: str | None = None) -> str:
+    """The ensemble users call; backend as in engine_model."""
+    return f"{name}_{precision}{backend_suffix(backend)}"
+
+
+def engine_io(backend: str | None = None) -> tuple[str, str]:
+    """(input, output) tensor names of the network model for `backend`."""
+    if backend_name(backend) == TORCH_BACKEND:
+        return TORCH_INPUT, TORCH_OUTPUT
+    return ENGINE_INPUT, ENGINE_OUTPUT

@@ -237,6 +237,8 @@ class ModelBuild:
     preprocessing: Preprocessing | None = None
     export_parity: ExportParity | None = None
     train_seconds: float | None = None
+    torchscript: dict = field(default_factory=dict)   # precision -> builders.torchscript.TorchScriptModel
+    torchscript_status: str = ""
 
 
 def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
@@ -291,6 +293,10 @@ def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
             threads=spec.triton.onnx_intra_op_threads)
     if checkpoint is not None:
         out.export_parity = _export_parity(spec, checkpoint, len(labels), fp32.path, out.preprocessing, data.val)
+    from builders.torchscript import build_twin
+
+    out.torchscript, out.torchscript_status = build_twin(spec, checkpoint, len(labels),
+                                                         out.preprocessing.val_tensors, data.val, ctx)
     return out
 
 

@@ -53,6 +53,11 @@ def print_summary(result: "BuildResult", seconds: float) -> None:
             pre = mm["preprocessing"]
             table.add_row(target, artifact, "-", "-", "-", f"{pre['max_levels']:.3g} lv", _size(rec["bytes"]), "-")
             continue
+        if rec.get("kind") == "torchscript":
+            ts = mm["torchscript"]["precisions"][rec["precision"]]
+            table.add_row(target, artifact, rec["precision"], _pct(ts["accuracy"]), _pct(ts["top1_agreement_pytorch"]),
+                          f"{ts['max_abs_diff_pytorch']:.3g}", _size(rec["bytes"]), f"{ts['seconds']:.1f}s")
+            continue
         ev = mm["precisions"][rec["precision"]]
         if "missing" in rec:
             table.add_row(target, artifact, rec["precision"], "-", "-", "-", "not built", "-", style="yellow")
@@ -63,7 +68,8 @@ def print_summary(result: "BuildResult", seconds: float) -> None:
             table.add_row(target, artifact, rec["precision"], _pct(ev["accuracy"]), _pct(ev["top1_agreement_fp32"]),
                           f"{ev['max_abs_diff_fp32']:.3g}", _size(rec["bytes"]), f"{ev['build_seconds']:.1f}s")
     table.caption = ("accuracy and agreement (top-1, vs fp32) measured with ONNX Runtime on the validation "
-                     "images; max |Δ|: logits vs fp32, or for dali.py DALI CPU vs the torchvision transform in pixel levels")
+                     "images; max |Δ|: logits vs fp32, or for dali.py DALI CPU vs the torchvision transform in pixel "
+                     "levels; model.pt (TorchScript): measured with torch.jit, agreement and max |Δ| vs eager PyTorch fp32")
     console.print(table)
     for name, mm in m["models"].items():
         exp = mm["export"]
@@ -85,6 +91,8 @@ def print_summary(result: "BuildResult", seconds: float) -> None:
             if not ev["runnable"]:
                 console.print(f"  [yellow]{precision}[/yellow]: {ev['reason']}", highlight=False)
         console.print(f"  TensorRT: {mm['tensorrt']['status']}", highlight=False)
+        if mm.get("torchscript"):
+            console.print(f"  TorchScript (PyTorch-backend twin): {mm['torchscript']['status']}", highlight=False)
     cached = sum(r.cached for r in result.records)
     console.print(f"{len(result.records)} stages ({cached} from cache) in {seconds:.1f}s; "
                   f"manifest: {result.spec.output}/manifest.json", highlight=False)

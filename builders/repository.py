@@ -17,7 +17,8 @@ from builders import layout
 from builders.datasets import load_image_folder
 from builders.pipeline import ModelBuild
 from builders.stages import hash_path
-from builders.triton_config import WARMUP_DIR, engine_config, ensemble_config, preprocess_config, write_config
+from builders.triton_config import (WARMUP_DIR, engine_config, ensemble_config, preprocess_config,
+                                    torchscript_config, write_config)
 
 
 def staging_dir(output: Path) -> Path:
@@ -130,4 +131,29 @@ def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Pa
         write_config(ensemble_config(spec, precision, n), ens_dir)
         (ens_dir / layout.LABELS_FILE).write_text(labels_text)
         (ens_dir / "1").mkdir(parents=True, exist_ok=True)  # ensembles need an (empty) version folder
+    artifacts.update(_write_torch_twin(root, target, build, tensor, labels_text))
+    return artifacts
+
+
+def _write_torch_twin(root: Path, target: str, build: ModelBuild, warmup_tensor: np.ndarray,
+                      labels_text: str) -> dict[str, dict]:
+    """The PyTorch-backend twin (builders.torchscript): per TorchScript precision an engine model
+    `<name>_<precision>_torch_infer` (1/model.pt) and the ensemble `<name>_<precision>_torch`."""
+    spec, n = build.spec, len(build.labels)
+    artifacts = {}
+    for precision, script in build.torchscript.items():
+        eng_dir = root / target / layout.engine_model(spec.name, precision, layout.TORCH_BACKEND)
+        (eng_dir / WARMUP_DIR).mkdir(parents=True, exist_ok=True)
+        (eng_dir / WARMUP_DIR / "input.fp32").write_bytes(
+            np.ascontiguousarray(warmup_tensor, dtype=np.float32).tobytes())
+        write_config(torchscript_config(spec, target, precision, n, warmup=True), eng_dir)
+        (eng_dir / layout.LABELS_FILE).write_text(labels_text)
+        path = eng_dir / "1" / "model.pt"
+        artifacts[str(path.relative_to(root))] = {"target": target, "model": spec.name, "precision": precision,
+                                                  "backend": layout.TORCH_BACKEND, "kind": "torchscript",
+                                                  **_copy(script.path, path)}
+        ens_dir = root / target / layout.ensemble_model(spec.name, precision, layout.TORCH_BACKEND)
+        write_config(ensemble_config(spec, precision, n, layout.TORCH_BACKEND), ens_dir)
+        (ens_dir / layout.LABELS_FILE).write_text(labels_text)
+        (ens_dir / "1").mkdir(parents=True, exist_ok=True)
     return artifacts

@@ -199,6 +199,11 @@ class ModelSpec(_Strict):
     opset: int = Field(17, ge=17, le=23)
     labels: tuple[str, ...] | None = None
     """Class labels in output order; by default the class folder names, sorted."""
+    torchscript: bool = True
+    """Also build the PyTorch-backend twin: per precision fp32/fp16 a TorchScript model.pt
+    (`<name>_<precision>_torch_infer`, platform pytorch_libtorch) and a DALI -> TorchScript ensemble
+    `<name>_<precision>_torch`, in every target. Needs a PyTorch source (kinds demo and torchvision);
+    left at its default, an onnx source simply has no twin."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":
@@ -214,6 +219,9 @@ class ModelSpec(_Strict):
             if missing:
                 raise ValueError(f"data.{missing[0]} is needed for source.kind = "
                                  f"{self.source.kind!r} (an ImageFolder directory)")
+        if self.torchscript and self.source.kind == "onnx" and "torchscript" in self.model_fields_set:
+            raise ValueError("torchscript = true needs a PyTorch model, but source.kind = 'onnx' has none; "
+                             "set torchscript = false or use source.kind = 'torchvision' with a checkpoint")
         mbs = self.triton.max_batch_size
         if not (self.engine.min_batch <= self.engine.opt_batch <= mbs):
             raise ValueError(f"engine.min_batch ({self.engine.min_batch}) <= engine.opt_batch "

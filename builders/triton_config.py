@@ -107,12 +107,45 @@ def engine_config(spec: ModelSpec, target: str, precision: str, num_classes: int
     return cfg
 
 
-def ensemble_config(spec: ModelSpec, precision: str, num_classes: int) -> mc.ModelConfig:
-    """What users call: encoded image bytes in, logits (and top-k labels) out."""
-    pre, eng = layout.preprocess_model(spec.name), layout.engine_model(spec.name, precision)
+def torchscript_config(spec: ModelSpec, target: str, precision: str, num_classes: int,
+                       warmup: bool = False) -> mc.ModelConfig:
+    """The PyTorch-backend twin of the network: TorchScript `1/model.pt` on Triton's LibTorch backend.
+
+    Tensors are named <name>__<index> (the backend binds TorchScript arguments by position); FP32 in
+    and out at every precision (an fp16 script casts inside). KIND_GPU instances load the script
+    onto their GPU. FORCE_CPU_ONLY_INPUT_TENSORS=no is read only by the local server's python
+    stand-in (so it receives the DALI model's GPU output as a GPU tensor); the real backend ignores it.
+    warmup: the model folder has `warmup/input.fp32`, a preprocessed real image."""
+    t = spec.triton
+    cfg = mc.ModelConfig(
+        name=layout.engine_model(spec.name, precision, layout.TORCH_BACKEND),
+        platform="pytorch_libtorch",
+        default_model_filename="model.pt",
+        max_batch_size=t.max_batch_size,
+        input=[mc.ModelInput(name=layout.TORCH_INPUT, data_type=mc.TYPE_FP32,
+                             dims=[3, spec.input.crop, spec.input.crop])],
+        output=[mc.ModelOutput(name=layout.TORCH_OUTPUT, data_type=mc.TYPE_FP32, dims=[num_classes],
+                               label_filename=layout.LABELS_FILE)],
+        instance_group=_instances(target, spec),
+        dynamic_batching=_dynamic_batching(spec),
+    )
+    if target == "gpu":
+        cfg.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].CopyFrom(_param("no"))
+    if warmup:
+        cfg.model_warmup.extend(_warmup(spec, layout.TORCH_INPUT, mc.TYPE_FP32,
+                                        [3, spec.input.crop, spec.input.crop], "input.fp32"))
+    return cfg
+
+
+def ensemble_config(spec: ModelSpec, precision: str, num_classes: int, backend: str | None = None) -> mc.ModelConfig:
+    """What users call: encoded image bytes in, logits (and top-k labels) out.
+
+    backend: None (TensorRT / ONNX Runtime network) or 'torch' (the TorchScript twin)."""
+    pre, eng = layout.preprocess_model(spec.name), layout.engine_model(spec.name, precision, backend)
+    eng_in, eng_out = layout.engine_io(backend)
     step = mc.ModelEnsembling.Step
     return mc.ModelConfig(
-        name=layout.ensemble_model(spec.name, precision),
+        name=layout.ensemble_model(spec.name, precision, backend),
         platform="ensemble",
         max_batch_size=spec.triton.max_batch_size,
         input=[mc.ModelInput(name=layout.ENSEMBLE_INPUT, data_type=mc.TYPE_UINT8, dims=[-1])],
@@ -123,8 +156,8 @@ def ensemble_config(spec: ModelSpec, precision: str, num_classes: int) -> mc.Mod
                  input_map={layout.DALI_INPUT: layout.ENSEMBLE_INPUT},
                  output_map={layout.DALI_OUTPUT: "preprocessed_image"}),
             step(model_name=eng, model_version=-1,
-                 input_map={layout.ENGINE_INPUT: "preprocessed_image"},
-                 output_map={layout.ENGINE_OUTPUT: layout.ENSEMBLE_OUTPUT}),
+                 input_map={eng_in: "preprocessed_image"},
+                 output_map={eng_out: layout.ENSEMBLE_OUTPUT}),
         ]),
     )
 

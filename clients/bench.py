@@ -339,6 +339,7 @@ def _save(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from clients.repository import add_backend_argument
     from clients.triton import PROTOCOLS, add_connection_arguments
 
     p = argparse.ArgumentParser(
@@ -357,6 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model name, e.g. digits (default: the only one served)")
     p.add_argument("--precision", action="append", default=[],
                    help="precision(s) to measure (repeatable; default: every one served)")
+    add_backend_argument(p)
     p.add_argument("--batch-size", action="append", type=int, default=[],
                    help="images per request (repeatable; default 1, 8, 32; --thorough: 1..64 in powers of 2; "
                         "capped at max_batch_size)")
@@ -422,7 +424,7 @@ def run(args) -> int:
             print(f"error: the server serves {len(bases)} models ({', '.join(bases) or 'none'}); choose one with "
                   "--model", file=sys.stderr)
             return 2
-        precisions = args.precision or sorted(served_precisions(index, name),
+        precisions = args.precision or sorted(served_precisions(index, name, args.backend),
                                               key=lambda p: ("fp32", "fp16", "int8").index(p)
                                               if p in ("fp32", "fp16", "int8") else 9)
         entry = manifest.get("models", {}).get(name, {})
@@ -439,7 +441,7 @@ def run(args) -> int:
         started = time.perf_counter()
         for protocol in protocols:
             for precision in precisions:
-                model = layout.ensemble_model(name, precision)
+                model = layout.ensemble_model(name, precision, args.backend)
                 try:
                     info = stats_client.model_info(model)
                 except TritonClientError as err:
@@ -523,7 +525,7 @@ def run(args) -> int:
                       f"{pre['pil_images_per_s']:.0f} images/s: {pre['ratio']:.2f}x", highlight=False)
     written = write_outputs(args.out, rows, {
         "server": {"url": http_url, "grpc_url": urls.get("grpc"), **meta}, "model": name,
-        "settings": {"protocols": protocols, "precisions": precisions, "batch_sizes": batch_sizes,
+        "settings": {"protocols": protocols, "backend": args.backend, "precisions": precisions, "batch_sizes": batch_sizes,
                      "concurrency": concurrencies, "window_s": window_s, "max_windows": max_windows,
                      "stability": args.stability, "thorough": args.thorough, "images": len(encoded)},
         "sweep_seconds": sweep_s, "preprocessing": pre, "failed_points": failed})

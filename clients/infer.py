@@ -36,6 +36,7 @@ def collect_images(paths: list[Path]) -> list[Path]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from clients.repository import add_backend_argument
     from clients.triton import add_connection_arguments
 
     p = argparse.ArgumentParser(prog="python -m clients.infer",
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="model name (e.g. digits) or a full ensemble name (digits_fp16); default: the only model "
                         "the server serves")
     p.add_argument("--precision", default="fp32", help="precision ensemble to call (default: %(default)s)")
+    add_backend_argument(p)
     p.add_argument("--top-k", type=int, default=3, help="labels per image, best first (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16,
                    help="images per request, at most the model's max_batch_size (default: %(default)s)")
@@ -138,7 +140,7 @@ def run(args) -> int:
                 model = bases[0]
             # A full ensemble name (digits_fp16) is used as given; a model name gets the precision appended.
             is_ensemble = any(m["name"] == model for m in index) and model not in served_base_models(index)
-            ensemble = model if is_ensemble else ensemble_name(model, args.precision)
+            ensemble = model if is_ensemble else ensemble_name(model, args.precision, args.backend)
             info = client.model_info(ensemble)   # unknown model: one clear error, not one per file
             size = min(args.batch_size, info.max_batch_size or args.batch_size)
             start = time.perf_counter()

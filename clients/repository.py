@@ -44,11 +44,28 @@ def normalize_statistics(raw: Any) -> dict[str, dict[str, int]]:
     return out
 
 
-def ensemble_name(model: str, precision: str | None) -> str:
-    """`digits` + `fp16` -> `digits_fp16`; a full ensemble name passes through."""
-    if precision and not model.endswith(f"_{precision}"):
-        return layout.ensemble_model(model, precision)
+def ensemble_name(model: str, precision: str | None, backend: str | None = None) -> str:
+    """`digits` + `fp16` -> `digits_fp16` (backend torch: `digits_fp16_torch`); a full ensemble name
+    passes through."""
+    if precision and not model.endswith(layout.ensemble_model("", precision, backend)):
+        return layout.ensemble_model(model, precision, backend)
     return model
+
+
+def add_backend_argument(parser) -> None:
+    """--backend for the clients: which network backend's ensembles to call (naming: builders.layout)."""
+    parser.add_argument("--backend", default=layout.DEFAULT_BACKEND, type=_backend_arg,
+                        help="network backend: tensorrt/onnxruntime (the default ensembles <model>_<precision>) or "
+                             "torch (the PyTorch-backend twin <model>_<precision>_torch) (default: %(default)s)")
+
+
+def _backend_arg(value: str) -> str:
+    import argparse
+
+    try:
+        return layout.backend_name(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def served_base_models(index: list[dict]) -> list[str]:
@@ -58,9 +75,17 @@ def served_base_models(index: list[dict]) -> list[str]:
                   if m["name"].endswith(suffix) and m.get("state") == "READY")
 
 
-def served_precisions(index: list[dict], model: str) -> list[str]:
-    """Precisions whose ensemble `<model>_<precision>` is ready (engine `<...>_infer` next to it)."""
+def served_precisions(index: list[dict], model: str, backend: str | None = None) -> list[str]:
+    """Precisions whose ensemble `<model>_<precision>` (backend torch: `<model>_<precision>_torch`) is
+    ready, with its engine `<ensemble>_infer` next to it."""
     ready = {m["name"] for m in index if m.get("state") == "READY"}
-    prefix = f"{model}_"
-    return sorted(n[len(prefix):] for n in ready
-                  if n.startswith(prefix) and f"{n}_infer" in ready and not n.endswith(("_infer", "_preprocess")))
+    prefix, suffix = f"{model}_", layout.backend_suffix(backend)
+    found = []
+    for n in ready:
+        if not (n.startswith(prefix) and n.endswith(suffix) and f"{n}_infer" in ready):
+            continue
+        precision = n[len(prefix): len(n) - len(suffix)]
+        # Precisions hold no underscore, so another backend's ensembles (digits_fp32_torch) stay out.
+        if precision and "_" not in precision:
+            found.append(precision)
+    return sorted(found)

@@ -95,6 +95,7 @@ def _find_key(obj: Any, key: str):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from clients.repository import add_backend_argument
     from clients.triton import add_connection_arguments
 
     p = argparse.ArgumentParser(
@@ -111,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", action="append", default=[],
                    help="precision to verify, e.g. fp16 (repeatable; default: every precision the server serves "
                         "for the model). A named precision that is not served counts as a failure.")
+    add_backend_argument(p)
     p.add_argument("--data", type=Path, default=None,
                    help="labeled ImageFolder (<root>/<label>/<image>); default: the manifest's data.val")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images (default: all)")
@@ -216,8 +218,10 @@ def run(args) -> int:
     started = time.perf_counter()
     for name in names:
         entry = manifest["models"][name]
-        on_server = served_precisions(index, name)
-        wanted = args.precision or sorted(set(on_server) | set(entry.get("precisions", {})), key=_precision_key)
+        on_server = served_precisions(index, name, args.backend)
+        built_precisions = (entry.get("torchscript", {}).get("precisions", {}) if args.backend == layout.TORCH_BACKEND
+                            else entry.get("precisions", {}))
+        wanted = args.precision or sorted(set(on_server) | set(built_precisions), key=_precision_key)
         data = args.data or (Path(entry["data"]["val"]) if entry.get("data", {}).get("val") else None)
         if data is None or not Path(data).is_dir():
             print(f"error: image set {data} for {name!r} not found; pass --data <ImageFolder>", file=sys.stderr)
@@ -246,12 +250,12 @@ def run(args) -> int:
         pre_rows[name] = {**pre.summary(), "device": device, "status": "FAIL" if pre.failing else "PASS",
                           "worst": pre.worst()}
         for precision in wanted:
-            ensemble = layout.ensemble_model(name, precision)
+            ensemble = layout.ensemble_model(name, precision, args.backend)
             row: dict[str, Any] = {"model": name, "precision": precision, "ensemble": ensemble,
                                    "images": len(images), "pytorch_accuracy": ref_acc}
             if precision not in on_server:
                 why = "requested but not served" if args.precision else "in the manifest but not served"
-                built = entry.get("precisions", {}).get(precision, {})
+                built = built_precisions.get(precision, {})
                 if built and not built.get("runnable", True):
                     why += f" (build: {built.get('reason')})"
                 row.update(status="FAIL" if args.precision else "SKIP", problems=[f"{ensemble} {why}"])

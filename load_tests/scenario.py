@@ -41,6 +41,9 @@ def add_arguments(parser) -> None:
     g.add_argument("--precision", env_var="TRITON_PRECISION", default="fp32",
                    help="precision(s), comma-separated (fp32,int8): users are spread over every precision x "
                         "batch size combination (default: %(default)s)")
+    g.add_argument("--backend", env_var="TRITON_BACKEND", default=layout.DEFAULT_BACKEND,
+                   help="network backend: tensorrt/onnxruntime (ensembles <model>_<precision>) or torch (the "
+                        "PyTorch-backend twin <model>_<precision>_torch) (default: %(default)s)")
     g.add_argument("--batch-size", env_var="TRITON_BATCH_SIZE", default="1",
                    help="images per request, comma-separated for a mix (1,8); one request is one batch "
                         "(default: %(default)s)")
@@ -151,10 +154,15 @@ class Scenario:
         precisions = csv_list(opts.precision)
         if not precisions:
             raise ValueError("--precision is empty")
-        # A full ensemble name (digits_int8) fixes the precision; strip it to find the base model.
-        for p in ("fp32", "fp16", "int8"):
-            if model.endswith(f"_{p}"):
-                model, precisions = model[: -len(p) - 1], [p]
+        backend = layout.backend_name(opts.backend)
+        # A full ensemble name (digits_int8, digits_fp16_torch) fixes the precision and backend;
+        # strip it to find the base model.
+        suffixes = [(layout.ensemble_model("", p, b), p, b) for p in ("fp32", "fp16", "int8")
+                    for b in (layout.DEFAULT_BACKEND, layout.TORCH_BACKEND)]
+        for full, p, b in suffixes:
+            if model.endswith(full):
+                model, precisions, backend = model[: -len(full)], [p], b
+                break
         if not model:
             if len(models) != 1:
                 raise ValueError(f"--model is needed: the manifest {manifest_path} lists "
@@ -172,7 +180,7 @@ class Scenario:
                                  f"{'has no data.val for ' + model if manifest else 'was not found'})")
             root = Path(val)
         files = image_files(root, opts.max_images)
-        sc = cls(name=model, ensembles={p: layout.ensemble_model(model, p) for p in precisions},
+        sc = cls(name=model, ensembles={p: layout.ensemble_model(model, p, backend) for p in precisions},
                  batch_sizes=sorted(set(batch_sizes)), images_root=root, files=files,
                  think=parse_think_time(opts.think_time), timeout_s=float(opts.request_timeout),
                  urls={"http": normalize_url(opts.http_url, "http"), "grpc": normalize_url(opts.grpc_url, "grpc")})

@@ -1,9 +1,9 @@
 """A real Triton Inference Server on this machine, without Docker or a GPU.
 
 The `nvidia-pytriton` wheel ships the tritonserver binary (2.51) and its python backend. This
-module serves a `cpu` model repository with that binary, unchanged: the repository's DALI and
-ONNX Runtime models load through Python stand-ins (serving/backends/*/model.py) that run the same
-dali.py (autoserialized) and model.onnx files (docs/local_server.md).
+module serves a `cpu` model repository with that binary, unchanged: the repository's DALI, ONNX
+Runtime and PyTorch (TorchScript) models load through Python stand-ins (serving/backends/*/model.py)
+that run the same dali.py (autoserialized), model.onnx and model.pt files (docs/local_server.md).
 
     python -m serving.local_server --repository model_repository/cpu
 
@@ -34,7 +34,7 @@ from serving import hardening
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STANDINS = Path(__file__).resolve().parent / "backends"
-STANDIN_BACKENDS = ("dali", "onnxruntime")
+STANDIN_BACKENDS = ("dali", "onnxruntime", "pytorch")
 
 
 class ServerError(RuntimeError):

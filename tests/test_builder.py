@@ -150,7 +150,7 @@ def test_manifest_records_versions_hashes_and_figures(manifest, built_repo):
     from builders.stages import hash_path
 
     present = {p: r for p, r in manifest["artifacts"].items() if "missing" not in r}
-    assert len(present) == 5  # cpu: dali + 3 onnx; gpu: dali (plans need a GPU)
+    assert len(present) == 9  # cpu: dali + 3 onnx + 2 TorchScript; gpu: dali + 2 TorchScript (plans need a GPU)
     for path, rec in present.items():
         assert hash_path(built_repo / path) == rec["sha256"]
     for p in PRECISIONS:
@@ -214,7 +214,8 @@ def test_configs_parse_and_ensembles_are_wired(built_repo, target):
     cfgs = _configs(built_repo / target)
     assert set(cfgs) == {layout.preprocess_model("digits")} | {
         f(p) for p in PRECISIONS for f in (lambda p: layout.engine_model("digits", p),
-                                           lambda p: layout.ensemble_model("digits", p))}
+                                           lambda p: layout.ensemble_model("digits", p))} | {
+        f("digits", p, "torch") for p in layout.TORCH_PRECISIONS for f in (layout.engine_model, layout.ensemble_model)}
     pre = cfgs[layout.preprocess_model("digits")]
     kind = mc.ModelInstanceGroup.KIND_GPU if target == "gpu" else mc.ModelInstanceGroup.KIND_CPU
     assert pre.backend == "dali" and pre.instance_group[0].kind == kind
