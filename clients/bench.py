@@ -163,6 +163,8 @@ def measure_point(url: str | None, protocol: str, model: str, batches: list[np.n
 def _measure(model, batches, concurrency, window_s, max_windows, stability, timeout_s, stats_client, steps,
              protocol, watched, stop, workers, ready, firsts, threads) -> dict:
     """measure_point's windows and figures, with its clients running."""
+    from clients.triton import TritonClientError
+
     before_all: dict = {}
     try:
         # Statistics are read before releasing the clients, so the totals cover exactly the counted requests.
