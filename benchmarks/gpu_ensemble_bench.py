@@ -5,8 +5,8 @@
 
 For each model (`demo`: MobileNetV3-small at 32, `resnet50`: ResNet-50 at 224 from resize 256; both
 with RANDOM weights, so the figures are throughput, latency and logit agreement, never accuracy)
-it writes a Triton repository with the builder's own pieces (builders.preprocess.serialize for
-model.dali, builders.torchscript.script_model for model.pt, builders.triton_config for the configs
+it writes a Triton repository with the builder's own pieces (builders.preprocess.write_definition
+for dali.py, builders.torchscript.script_model for model.pt, builders.triton_config for the configs
 of `<name>_preprocess`, `<name>_<precision>_torch_infer` and the ensemble `<name>_<precision>_torch`),
 serves it with serving.local_server.LocalTritonServer (DALI and PyTorch stand-ins on the instance's
 device) and measures on the same 640x480 JPEGs (benchmarks/jpegs.py):
@@ -15,7 +15,7 @@ device) and measures on the same 640x480 JPEGs (benchmarks/jpegs.py):
   inputs in system shared memory (benchmarks/loadgen.py) that reports its own CPU use; Triton's
   per-step statistics (queue, compute per request) and each step's busy fraction (time executing /
   window x instances); GPU utilization sampled with pynvml or nvidia-smi;
-* in-process: the same model.dali and model.pt on the same device, as many pipeline+network
+* in-process: the same dali.py and model.pt on the same device, as many pipeline+network
   workers as the server has instances, the same padded batches, output left on the device;
 * served / in-process at each batch and at the best point, and served logits vs in-process logits
   for the same batch (tolerance: builders.torchscript.RELATIVE_TOLERANCE x max(1, max|logit|));
@@ -43,7 +43,7 @@ from benchmarks.jpegs import make_jpegs  # noqa: E402
 from benchmarks.loadgen import client_cores, run_load  # noqa: E402
 from benchmarks.server_evidence import GpuSampler, perf_analyzer, server_statistics, step_breakdown  # noqa: E402
 from builders import layout, triton_config  # noqa: E402
-from builders.preprocess import pad_batch, serialize  # noqa: E402
+from builders.preprocess import load_pipeline, pad_batch, write_definition  # noqa: E402
 from builders.spec import Input, ModelSpec, Triton  # noqa: E402
 from builders.torchscript import RELATIVE_TOLERANCE, script_model  # noqa: E402
 
@@ -100,7 +100,7 @@ def parse_args(argv=None):
 
 def write_repository(root: Path, model: str, args) -> tuple[ModelSpec, Path, Path]:
     """One model's preprocess, TorchScript engine and ensemble for the target of --device.
-    Returns (spec, model.dali, model.pt)."""
+    Returns (spec, dali.py, model.pt)."""
     import torchvision
 
     arch, classes, resize, crop = MODELS[model]
@@ -112,9 +112,9 @@ def write_repository(root: Path, model: str, args) -> tuple[ModelSpec, Path, Pat
                      engine={"opt_batch": mbs})
     t = spec.triton
     pre_dir = root / layout.preprocess_model(model)
-    dali = serialize(spec.input, target, mbs, pre_dir / "1" / "model.dali",
-                     num_threads=t.dali_gpu_num_threads if target == "gpu" else t.dali_num_threads,
-                     hw_decoder_load=t.hw_decoder_load)
+    dali = write_definition(spec.input, target, pre_dir / "1" / layout.DALI_DEFINITION, mbs,
+                            num_threads=t.dali_gpu_num_threads if target == "gpu" else t.dali_num_threads,
+                            hw_decoder_load=t.hw_decoder_load, model=model)
     triton_config.write_config(triton_config.preprocess_config(spec, target), pre_dir)
     import torch
 
@@ -139,16 +139,13 @@ class InProcess:
 
     def __init__(self, dali_file: Path, pt_file: Path, device: str, batch: int, workers: int, threads: int):
         import torch
-        from nvidia.dali import Pipeline
 
         self.torch, self.device = torch, device
         self.module = torch.jit.load(str(pt_file), map_location=device).eval()
         self.pipes = []
         for _ in range(workers):
-            pipe = Pipeline.deserialize(filename=str(dali_file), batch_size=batch, num_threads=threads,
-                                        device_id=0 if device == "cuda" else None)
-            pipe.build()
-            self.pipes.append(pipe)
+            # Autoserialized from dali.py exactly as the server's DALI stand-in does it.
+            self.pipes.append(load_pipeline(dali_file, 0 if device == "cuda" else None, threads, batch))
         self.streams = [torch.cuda.Stream() if device == "cuda" else None for _ in range(workers)]
 
     def run(self, rows: list[np.ndarray], worker: int = 0):
