@@ -275,7 +275,8 @@ class TritonPythonModel:
     def _peek_shapes(self, rows: list[np.ndarray]) -> list[tuple[int, int]]:
         self._peek.feed_input("encoded", rows)
         (shapes,) = self._peek.run()
-        return [(int(shapes[i].as_array()[0]), int(shapes[i].as_array()[1])) for i in range(len(rows))]
+        dims = [np.asarray(shapes[i]) for i in range(len(rows))]     # (H, W, C) per image
+        return [(int(d[0]), int(d[1])) for d in dims]
 
     def _check_pixels(self, rows: list[np.ndarray]) -> None:
         """The pixel budget, from the headers: raise _RequestError naming the image and the limit."""
@@ -290,8 +291,9 @@ class TritonPythonModel:
                 except Exception as err:
                     self._peek = self._peek_pipeline()
                     raise _RequestError(
-                        f"{self.name}: image {i} of {n}: its header cannot be read ({_cause(err)}); truncated or "
-                        "damaged file?") from None
+                        f"{self.name}: image {i} of {n} ({_image_format(row) or 'unknown format'}, {len(row)} bytes "
+                        f"with padding) could not be decoded: its header cannot be read ({_cause(err)}); the file "
+                        "is truncated or damaged") from None
             raise
         total = 0
         for i, (h, w) in enumerate(sizes):
