@@ -99,11 +99,24 @@ def write_definition(inp: Input, device: str, path: Path, batch_size: int, num_t
     return path
 
 
-def autoserialize(definition: Path) -> bytes:
-    """Serialize the @autoserialize pipeline of `definition` with this process's DALI, the way
-    dali_backend does it at model load (import the file as a module, invoke_autoserialize)."""
-    from nvidia.dali._utils.autoserialize import invoke_autoserialize
+def marked_pipeline(module):
+    """The one @autoserialize pipeline among `module`'s own top-level names.
 
+    dali_backend's invoke_autoserialize finds it by walking every module the file imports,
+    nvidia.dali included, with inspect.getmembers; that touches lazily imported attributes (optree's
+    jax integration imports jax, which aborted the process on a host with a jax built for numpy 2).
+    Our definitions put the pipeline at top level, where this finds exactly what the walk would."""
+    found = [v for v in vars(module).values() if callable(v) and getattr(v, "_is_autoserialize", False)]
+    if len(found) != 1:
+        raise ValueError(f"{getattr(module, '__file__', module)}: {len(found)} @autoserialize pipelines at top "
+                         "level; the DALI backend needs exactly one")
+    return found[0]
+
+
+def autoserialize(definition: Path) -> bytes:
+    """Serialize the @autoserialize pipeline of `definition` with this process's DALI, as
+    dali_backend does it at model load: import the file as a module, call the marked pipeline
+    definition, serialize."""
     name = f"_dali_definition_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, str(definition))
     if spec is None or spec.loader is None:
@@ -112,7 +125,7 @@ def autoserialize(definition: Path) -> bytes:
     spec.loader.exec_module(module)
     with tempfile.TemporaryDirectory(prefix="dali-serialize-") as tmp:   # private (0700)
         target = os.path.join(tmp, "model.dali")
-        invoke_autoserialize(module, target)
+        marked_pipeline(module)().serialize(filename=target)
         return Path(target).read_bytes()
 
 

@@ -64,18 +64,23 @@ def _error(message: str, invalid_input: bool = True):
 
 def _autoserialize(definition: Path) -> bytes:
     """What dali_backend runs at load (model_provider.h): import the file as a module and serialize
-    its one @autoserialize pipeline with the DALI installed here."""
-    from nvidia.dali._utils.autoserialize import invoke_autoserialize
-
+    its one @autoserialize pipeline with the DALI installed here. The marked pipeline is looked up
+    among the module's own top-level names rather than by invoke_autoserialize's walk through every
+    imported module (which touches lazy attributes: optree's jax integration imported jax and
+    aborted the process on a host whose jax needs numpy 2)."""
     name = f"autoserialize_mod_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, str(definition))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+        marked = [v for v in vars(module).values() if callable(v) and getattr(v, "_is_autoserialize", False)]
+        if len(marked) != 1:
+            raise ValueError(f"{len(marked)} @autoserialize pipelines at the top level of {definition.name}; "
+                             "exactly one is needed")
         with tempfile.TemporaryDirectory(prefix="dali-autoserialize-") as tmp:
             target = os.path.join(tmp, "model.dali")
-            invoke_autoserialize(module, target)
+            marked[0]().serialize(filename=target)
             return Path(target).read_bytes()
     finally:
         sys.modules.pop(name, None)
