@@ -5,9 +5,10 @@ repository and appends a few generated lines that bind the model's constants and
 pipeline for autoserialization (dali_backend's "Autoserialization": the backend imports the file
 with the DALI of the Triton release it runs in and serializes it at model load). Nothing here may
 import the project, and only operators and arguments that exist in every DALI version of the
-supported Triton releases are used (DALI 1.53 to 2.1: decoders.image, DataNode.shape, resize
+supported Triton releases are used (DALI 1.53 to 2.1: peek_image_shape, decoders.image, resize
 with resize_x/resize_y argument inputs, stack, slice with start/shape, crop_mirror_normalize,
-arithmetic on data nodes); tests/test_dali_releases.py runs it under each release's DALI.
+arithmetic on data nodes), and nothing that needs DALI 2's dynamic executor;
+tests/test_dali_releases.py runs it under each release's DALI.
 
 The geometry is torchvision's eval transform, computed per image from its header inside the
 pipeline, so that the served tensors match what the model was trained and evaluated with:
@@ -19,10 +20,9 @@ pipeline, so that the served tensors match what the model was trained and evalua
     bilinear, antialiased (PIL's filter, which torchvision uses on PIL images)
     then ToTensor + Normalize(mean, std), CHW float32
 
-EXIF orientation: DALI's decoder applies it in every supported version (1.53 has no switch to turn
-it off), torchvision's ImageFolder loader (PIL without exif_transpose) does not. The geometry is
-taken from the decoded image, so it stays right either way, but a photo whose EXIF tag says
-"rotated" is served rotated relative to what the model saw in training (docs/preprocessing.md).
+EXIF orientation: DALI's decoder applies it (1.53 has no switch to turn it off), torchvision's
+ImageFolder loader (PIL without exif_transpose) does not, so a photo whose EXIF tag says "rotated"
+is served rotated relative to what the model saw in training (docs/preprocessing.md).
 """
 from nvidia.dali import fn, types
 
@@ -43,16 +43,14 @@ def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", h
     resize, crop, mode: the torchvision geometry above. mean, std: per RGB channel in [0, 1].
     hw_decoder_load: share of JPEGs for the hardware decoder (gpu only).
     """
-    if device == "gpu":
-        images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB, hw_decoder_load=hw_decoder_load)
-    else:
-        images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
     if mode == "square":
         out_w = out_h = float(resize)
         start = [_center_anchor(resize, crop)] * 2
     elif mode == "shorter":
-        # The decoded size (H, W, C), on the CPU even for GPU images: argument inputs live there.
-        shape = images.shape(dtype=types.INT64, device="cpu")
+        # The size from the header, on the CPU (argument inputs live there): the shape of a decoded
+        # GPU image would need a GPU->CPU transition, which DALI's legacy executor (the default
+        # before DALI 2.0) refuses. No adjust_orientation argument: DALI 1.53 does not have it.
+        shape = fn.peek_image_shape(encoded, dtype=types.INT64)   # H, W, C
         h, w = shape[0], shape[1]
         portrait = fn.cast(w <= h, dtype=types.INT64)     # torchvision: the short side is w when w <= h
         new_w = portrait * resize + (1 - portrait) * ((resize * w) // h)
@@ -61,6 +59,10 @@ def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", h
         start = fn.cast(fn.stack(_center_anchor(new_h, crop), _center_anchor(new_w, crop)), dtype=types.INT32)
     else:
         raise ValueError(f"mode must be 'shorter' or 'square', got {mode!r}")
+    if device == "gpu":
+        images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB, hw_decoder_load=hw_decoder_load)
+    else:
+        images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
     images = fn.resize(images, resize_x=out_w, resize_y=out_h, antialias=True, interp_type=types.INTERP_LINEAR)
     images = fn.slice(images, start=start, shape=[crop, crop], axes=[0, 1])
     return fn.crop_mirror_normalize(images, mean=[m * 255.0 for m in mean], std=[s * 255.0 for s in std],
