@@ -225,7 +225,8 @@ def bench_model(model: str, args, jpegs: list[bytes], workdir: Path) -> dict:
              "--backend-config=python,shm-growth-byte-size=67108864")
     with LocalTritonServer(workdir / model, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                            timeout_s=600, model_control_mode="explicit", load_models=(ensemble,),
-                           extra_args=extra, log_file=args.out / f"{model}_server.log") as server:
+                           extra_args=extra, log_file=args.out / f"{model}_server.log",
+                           open_apis=True) as server:   # the load generator registers shared memory
         # Served vs in-process logits on the same padded batch.
         batch0 = padded[args.batch[-1]][0]
         client = grpcclient.InferenceServerClient(server.grpc_url)

@@ -139,6 +139,9 @@ class TritonPythonModel:
         return [o.to(self.out_dtypes[c["name"]]) for o, c in zip(outs, self.outputs)]
 
     def _respond(self, outs: list):
+        # The python backend passes GPU tensors on without waiting for torch's stream: finish first.
+        for device in {o.device for o in outs if o.is_cuda}:
+            self.torch.cuda.current_stream(device).synchronize()
         tensors = []
         for cfg, out in zip(self.outputs, outs):
             out = out.contiguous()
