@@ -39,9 +39,11 @@ DEFINITION_SOURCE = Path(__file__).with_name("dali_pipeline.py")
 # anchor) gives means of 5-15 levels; a channel-order slip in mean/std gives tens.
 CPU_TOLERANCE = {"mean": 0.5, "p99": 1.5, "max": 2.5}
 # The gpu variant decodes with nvJPEG, whose chroma upsampling of 4:2:0 / 4:2:2 JPEGs differs from
-# libjpeg-turbo's at sharp colour edges (tests/test_gpu.py; measured on an H200: mean 0.35,
-# p99 2, max 22 levels for 640x480 q90 photos).
-GPU_TOLERANCE = {"mean": 1.0, "p99": 4.0, "max": 48.0}
+# libjpeg-turbo's at sharp colour edges; small images upscaled to 224 magnify it. Measured on an
+# H100 on the photo set vs torchvision (docs/preprocessing/parity_gpu.json): per image mean <= 1.71,
+# p99 <= 9, max 34 levels (worst: 64x48 and 180x240 4:2:0 JPEGs at 256/224); 4:4:4 and gray images
+# stay within ~1 level. Batch-wide bounds stay those of tests/test_gpu.py (mean 1, p99 4, max 48).
+GPU_TOLERANCE = {"mean": 2.0, "p99": 12.0, "max": 48.0}
 
 
 def tolerance_for(device: str) -> dict[str, float]:

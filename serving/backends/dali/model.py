@@ -24,6 +24,7 @@ project, since the python backend stub loads it outside the project's import pat
 """
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
 import os
@@ -161,6 +162,7 @@ class TritonPythonModel:
                                 and os.environ.get("TOOLKIT_DALI_HOST_OUTPUTS", "") not in ("1", "true", "yes"))
         self.pipe = None
         self._peek = None
+        self._recent = collections.deque(maxlen=int(os.environ.get("TOOLKIT_GPU_KEEPALIVE", "32")))
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
         self._serialized, self.dali_file = self._load_model_file(version_dir)
         self._input_desc = ", ".join(f"{i['name']} (UINT8, [batch, bytes])" for i in self.inputs)
@@ -357,6 +359,7 @@ class TritonPythonModel:
         torch.cuda.synchronize(self.device_id)
         copy = torch.from_dlpack(out.as_tensor()).clone()
         torch.cuda.synchronize(self.device_id)
+        self._recent.append(copy)   # keep recent batches alive: the consumer may read after execute returns
         return copy
 
     def _run_or_rebuild(self, batch):
