@@ -197,8 +197,6 @@ def _measure(model, batches, concurrency, window_s, max_windows, stability, time
     after_all = stats_client.statistics()
     errors = [e for w in workers for e in w.errors]
     if errors:
-        from clients.triton import TritonClientError   # imported late, as in measure_point
-
         raise TritonClientError(f"{model} batch {len(batches[0])}: {errors[0]}")
 
     lo, hi = bounds[max(0, len(bounds) - 4)], bounds[-1]
