@@ -155,7 +155,8 @@ def test_moved_repository_verifies(moved_server, moved_repo, tmp_path, capsys):
     assert {r["precision"] for r in report["results"]} == {"fp32", "fp16", "int8"}
     assert report["manifest"]["path"] == str(moved_repo / layout.MANIFEST_FILE)
     # The reference ran on the moved copy's checkpoint and bundled images.
-    assert all(r["images"] == 359 for r in report["results"] if "images" in r)
+    assert [r["images"] for r in report["results"]] == [359, 359, 359]
+    assert report["preprocessing"]["digits"]["images"] == 359
 
 
 @pytest.mark.server
