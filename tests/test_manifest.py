@@ -119,6 +119,39 @@ def test_built_manifest_is_portable(built_repo, manifest, build_cache):
     assert bundle["selection"] == "all"
 
 
+def _make_old(repo: Path) -> bytes:
+    """Turn `repo`'s manifest into one an older builder wrote: no format_version, absolute paths."""
+    record = json.loads((repo / layout.MANIFEST_FILE).read_text())
+    record.pop("format_version")
+    record["models"]["digits"]["data"]["val"] = str(repo / "data" / "digits" / "val")
+    (repo / layout.MANIFEST_FILE).write_text(json.dumps(record))
+    return (repo / layout.MANIFEST_FILE).read_bytes()
+
+
+def test_clients_refuse_an_old_manifest_by_name(built_repo, tmp_path, capsys):
+    from clients import verify
+
+    repo = tmp_path / "old"
+    shutil.copytree(built_repo, repo)
+    _make_old(repo)
+    # The manifest is read before the server is contacted: no server is needed to get this answer.
+    assert verify.main(["--url", "127.0.0.1:9", "--manifest", str(repo)]) == 2
+    assert "written by an older builder" in capsys.readouterr().err
+
+
+def test_partial_build_over_an_old_manifest_says_so_and_keeps_it(built_repo, build_cache, tmp_path):
+    from builders.build import BuildError, build
+    from builders.spec import load_spec
+
+    out = tmp_path / "old"
+    shutil.copytree(built_repo, out)
+    before = _make_old(out)
+    spec = load_spec(ROOT / "build.toml").model_copy(update={"output": out, "targets": ("cpu",)})
+    with pytest.raises(BuildError, match="older builder .* build every model and target"):
+        build(spec, cache_dir=build_cache, quiet=True)   # the gpu/ target would have to be kept
+    assert (out / layout.MANIFEST_FILE).read_bytes() == before
+
+
 # --- moved repository against the local server ----------------------------------------------------
 
 @pytest.fixture(scope="module")
