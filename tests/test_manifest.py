@@ -155,10 +155,14 @@ def test_partial_build_over_an_old_manifest_says_so_and_keeps_it(built_repo, bui
 # --- moved repository against the local server ----------------------------------------------------
 
 @pytest.fixture(scope="module")
-def moved_repo(built_repo, tmp_path_factory) -> Path:
-    """The demo repository copied into folder A, then moved to B (other name, other parent), A deleted."""
+def moved_repo(build_cache, tmp_path_factory) -> Path:
+    """The demo built into folder A, then moved to B (other name, other parent), A deleted."""
+    from builders.build import build
+    from builders.spec import load_spec
+
     a = tmp_path_factory.mktemp("folder-a")
-    shutil.copytree(built_repo, a / "model_repository", symlinks=True)
+    build(load_spec(ROOT / "build.toml").model_copy(update={"output": a / "model_repository"}),
+          cache_dir=build_cache, quiet=True)
     b = tmp_path_factory.mktemp("folder-b") / "parent" / "renamed_repo"
     b.parent.mkdir(parents=True)
     (a / "model_repository").rename(b)
