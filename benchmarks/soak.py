@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from builders import layout  # noqa: E402
+from builders.manifest import load_manifest  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -116,9 +117,11 @@ def run(args) -> dict:
 
     duration = 60.0 if args.quick else args.duration
     warmup = args.warmup if args.warmup is not None else duration / 6
-    manifest = json.loads((args.repository.parent / layout.MANIFEST_FILE).read_text())
-    name = sorted(manifest["models"])[0]
-    encoded = load_image_folder(Path(manifest["models"][name]["data"]["val"])).encoded(256)
+    manifest = load_manifest(args.repository.parent)
+    name = sorted(manifest.models)[0]
+    if manifest.models[name].val is None:
+        raise SystemExit(f"error: {manifest.path} bundles no validation images for {name}")
+    encoded = load_image_folder(manifest.models[name].val).encoded(256)
     batches = [pad_batch([encoded[(i + j) % len(encoded)] for j in range(args.batch)])
                for i in range(0, len(encoded), args.batch)]
     model = layout.ensemble_model(name, args.precision)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import platform
 import shutil
 from dataclasses import dataclass, field
@@ -11,8 +10,9 @@ from importlib import metadata
 from pathlib import Path
 
 from builders import layout, releases
+from builders.manifest import FORMAT_VERSION, file_names_only, read_record, write_manifest
 from builders.pipeline import ModelBuild, build_model
-from builders.repository import recover, staging_dir, swap_in, write_target
+from builders.repository import bundle_val, recover, staging_dir, swap_in, write_target
 from builders.preprocess import describe_transform
 from builders.spec import BuildSpec
 from builders.stages import BuildContext
@@ -74,22 +74,28 @@ def _plans_for(build: ModelBuild, ctx: BuildContext, release: releases.Release,
                    val_tensors=build.preprocessing.val_tensors, tensorrt_version=tensorrt.__version__,
                    compute_capability=cc, timing_cache=str(ctx.cache_dir / "tensorrt-timing.cache"))
         plans[precision] = out.plan
-        info["plans"][precision] = out.info
+        # The plan's place in the repository; the stage-cache files it came from by name only.
+        info["plans"][precision] = {
+            **file_names_only(out.info),
+            "plan": f"gpu/{layout.engine_model(spec.name, precision)}/1/{out.plan.name}"}
     return plans, f"built {len(plans)} plan(s) with TensorRT {tensorrt.__version__} on {gpu.get('name')}", info, cc
 
 
-def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict) -> dict:
+def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict, data: dict | None) -> dict:
+    """One model's manifest entry. data: the bundled validation images' record (bundle_val), or
+    None when none were bundled. Every path is relative to the output folder: the checkpoint
+    is set by the caller once copied; files outside the repository are named by file name."""
     spec = b.spec
     pre = b.preprocessing
     return {
         "labels": b.labels,
         "num_classes": len(b.labels),
-        "source": spec.source.model_dump(mode="json"),
-        "checkpoint": str(b.checkpoint) if b.checkpoint else None,
+        "source": file_names_only(spec.source.model_dump(mode="json")),
+        "checkpoint": None,
         "input": spec.input.model_dump(mode="json"),
         "max_batch_size": spec.triton.max_batch_size,
         "ragged_input": spec.triton.ragged_input,
-        "data": {k: (str(v) if v else None) for k, v in dataclasses.asdict(b.data).items()},
+        "data": data or {"val": None, "val_bundle": None},
         "train_seconds": b.train_seconds,
         "export": dataclasses.asdict(b.export_parity) if b.export_parity else None,
         "preprocessing": {
@@ -118,10 +124,7 @@ def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict) -> dict:
 
 
 def _old_manifest(output: Path) -> dict:
-    try:
-        return json.loads((output / layout.MANIFEST_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    return read_record(output)
 
 
 def _carry_over(output: Path, staging: Path, spec: BuildSpec, old: dict, artifacts: dict, models: dict) -> None:
@@ -132,6 +135,10 @@ def _carry_over(output: Path, staging: Path, spec: BuildSpec, old: dict, artifac
     for path, rec in old.get("artifacts", {}).items():
         if rec.get("target") in spec.targets and rec.get("model") in built:
             continue
+        if old.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{output} was written by an older builder (manifest without format_version "
+                             f"{FORMAT_VERSION}, absolute paths); its {path} cannot be kept: build every "
+                             "model and target (no --model/--target), or delete the folder")
         model_dir = Path(path).parts[:2]  # <target>/<triton model>
         src, dst = output.joinpath(*model_dir), staging.joinpath(*model_dir)
         if src.is_dir() and not dst.exists():
@@ -148,6 +155,9 @@ def _carry_over(output: Path, staging: Path, spec: BuildSpec, old: dict, artifac
             if source and (output / source).is_file() and not (staging / source).exists():
                 (staging / source).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(output / source, staging / source)
+            val = (old["models"][rec["model"]].get("data") or {}).get("val")
+            if val and (output / val).is_dir() and not (staging / val).exists():
+                shutil.copytree(output / val, staging / val)
 
 
 def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = False,
@@ -186,7 +196,9 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
                 dst = staging / "source" / f"{b.spec.name}.pt"
                 dst.parent.mkdir(exist_ok=True)
                 shutil.copyfile(b.checkpoint, dst)
-            models_manifest[b.spec.name] = _model_manifest(b, status, info)
+            # Clients default to these images: they travel with the repository.
+            data = bundle_val(staging, b.spec.name, b.data.val, b.spec.data.bundle_val_images)
+            models_manifest[b.spec.name] = _model_manifest(b, status, info, data)
             if b.checkpoint:
                 models_manifest[b.spec.name]["checkpoint"] = f"source/{b.spec.name}.pt"
         _carry_over(output, staging, spec, old, artifacts, models_manifest)
@@ -202,7 +214,8 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
             "artifacts": artifacts,
             "stages": [dataclasses.asdict(r) for r in ctx.records],
         }
-        (staging / layout.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        write_manifest(staging, manifest)
+        manifest = {"format_version": FORMAT_VERSION, **manifest}
         swap_in(staging, output)
     except (Exception, KeyboardInterrupt) as err:
         shutil.rmtree(staging, ignore_errors=True)

@@ -157,3 +157,35 @@ def _write_torch_twin(root: Path, target: str, build: ModelBuild, warmup_tensor:
         (ens_dir / layout.LABELS_FILE).write_text(labels_text)
         (ens_dir / "1").mkdir(parents=True, exist_ok=True)
     return artifacts
+
+
+def bundle_val(root: Path, name: str, val: Path, max_images: int) -> dict | None:
+    """Copy the validation images clients use by default into `root/data/<name>/val/`.
+
+    All of them when there are at most `max_images`, else an even sample that takes classes in
+    turn (every class folder is written, even if empty, so class indices stay those of the
+    full set). Returns the manifest's `data` record (paths relative to `root`), or None when
+    `max_images` is 0."""
+    if max_images <= 0:
+        return None
+    images = load_image_folder(val)
+    per_class: list[list[Path]] = [[] for _ in images.classes]
+    for f, t in zip(images.files, images.targets):
+        per_class[t].append(f)
+    chosen: list[Path] = []
+    depth = 0
+    while len(chosen) < min(max_images, len(images)):
+        for files in per_class:
+            if depth < len(files) and len(chosen) < max_images:
+                chosen.append(files[depth])
+        depth += 1
+    dst = root / "data" / name / "val"
+    for cls in images.classes:
+        (dst / cls).mkdir(parents=True, exist_ok=True)
+    for f in chosen:
+        shutil.copyfile(f, dst / f.relative_to(images.root))
+    return {"val": dst.relative_to(root).as_posix(),
+            "val_bundle": {"images": len(chosen), "of": len(images), "classes": len(images.classes),
+                           "selection": "all" if len(chosen) == len(images) else
+                           f"classes in turn, first {len(chosen)} (data.bundle_val_images)",
+                           "sha256": hash_path(dst)}}

@@ -71,6 +71,10 @@ class Data(_Strict):
     train: Path | None = None
     val: Path | None = None
     calibration: Path | None = None
+    bundle_val_images: int = Field(512, ge=0, le=1_000_000)
+    """Validation images copied into the repository (`<output>/data/<name>/val/`), so verify,
+    bench and the load tests work from the repository alone: all of them up to this many, else
+    an even sample across classes; 0 bundles none (clients then need --data/--images)."""
 
 
 class Input(_Strict):
@@ -285,6 +289,7 @@ def _resolve_paths(spec: BuildSpec, base: Path) -> BuildSpec:
     models = []
     for m in spec.models:
         src = m.source.model_copy(update={"checkpoint": fix(m.source.checkpoint), "onnx": fix(m.source.onnx)})
-        data = Data(train=fix(m.data.train), val=fix(m.data.val), calibration=fix(m.data.calibration))
+        data = m.data.model_copy(update={"train": fix(m.data.train), "val": fix(m.data.val),
+                                         "calibration": fix(m.data.calibration)})
         models.append(m.model_copy(update={"source": src, "data": data}))
     return spec.model_copy(update={"output": fix(spec.output), "models": tuple(models)})

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from builders import layout
+from builders.manifest import ManifestError, load_manifest, manifest_file
 
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 SHORT = {"batch_sizes": [1, 8, 32], "concurrency": [1], "window_s": 0.5, "max_windows": 6, "preprocess_s": 1.0}
@@ -355,7 +356,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", action="append", choices=PROTOCOLS, default=[],
                    help="protocol(s) to measure (repeatable; default: http and grpc)")
     p.add_argument("--manifest", type=Path, default=Path("model_repository/manifest.json"),
-                   help="manifest.json of the served repository: image set and dali.py for the preprocessing "
+                   help="manifest.json of the served repository (or its folder): bundled images and dali.py for the preprocessing "
                         "comparison (default: %(default)s)")
     p.add_argument("--model", default=None, help="model name, e.g. digits (default: the only one served)")
     p.add_argument("--precision", action="append", default=[],
@@ -414,7 +415,12 @@ def run(args) -> int:
         urls["grpc"] = f"grpcs://{urls['grpc']}"
     client_kw = client_options(args)
 
-    manifest = json.loads(args.manifest.read_text()) if args.manifest.is_file() else {}
+    try:
+        # Optional: without one, --data names the images and the preprocessing comparison is skipped.
+        loaded = load_manifest(args.manifest) if manifest_file(args.manifest).is_file() else None
+    except ManifestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     stats_client = TritonClient(urls["http"], "http", **client_kw)
     try:
         stats_client.wait_until_ready()
@@ -429,8 +435,9 @@ def run(args) -> int:
         precisions = args.precision or sorted(served_precisions(index, name, args.backend),
                                               key=lambda p: ("fp32", "fp16", "int8").index(p)
                                               if p in ("fp32", "fp16", "int8") else 9)
-        entry = manifest.get("models", {}).get(name, {})
-        data = args.data or (Path(entry["data"]["val"]) if entry.get("data", {}).get("val") else None)
+        listed = loaded.models.get(name) if loaded else None
+        entry = listed.record if listed else {}
+        data = args.data or (listed.val if listed else None)
         if data is None:
             print("error: no image set; pass --data <ImageFolder> or --manifest", file=sys.stderr)
             return 2
@@ -485,7 +492,8 @@ def run(args) -> int:
         stats_client.close()
 
     pre = None
-    dali_file = args.manifest.parent / "cpu" / layout.preprocess_model(name) / "1" / layout.DALI_DEFINITION
+    dali_file = (loaded.dali_definition(name) if loaded else
+                 manifest_file(args.manifest).parent / "cpu" / layout.preprocess_model(name) / "1" / layout.DALI_DEFINITION)
     if not args.no_preprocess_comparison:
         if dali_file.is_file() and entry.get("input"):
             pre = preprocess_comparison(dali_file, entry["input"], encoded, mode["preprocess_s"])

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from builders import layout
+from builders.manifest import ManifestError, ModelEntry, load_manifest
 
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
 # Defaults: fp32 must match PyTorch to float rounding; fp16 nearly; int8 (calibrated Q/DQ) may
@@ -105,8 +106,8 @@ def _parser() -> argparse.ArgumentParser:
                     "threshold is missed, 2 when verification could not run.")
     add_connection_arguments(p)
     p.add_argument("--manifest", type=Path, default=Path("model_repository/manifest.json"),
-                   help="the builder's manifest.json: checkpoint, architecture, labels, image set "
-                        "(default: %(default)s)")
+                   help="the builder's manifest.json, or the folder holding it: checkpoint, architecture, "
+                        "labels, bundled validation images (default: %(default)s)")
     p.add_argument("--model", action="append", default=[],
                    help="model name from the manifest, e.g. digits (repeatable; default: every model in the manifest)")
     p.add_argument("--precision", action="append", default=[],
@@ -135,16 +136,17 @@ def _parser() -> argparse.ArgumentParser:
 class _Reference:
     """The user's PyTorch model and transform for one manifest entry."""
 
-    def __init__(self, manifest_path: Path, name: str, entry: dict):
+    def __init__(self, model: ModelEntry):
         from builders.models import load_checkpoint
         from builders.spec import Input
 
-        if not entry.get("checkpoint"):
-            raise SystemExit(f"error: the manifest has no PyTorch checkpoint for {name!r} (source: "
+        entry = model.record
+        if model.checkpoint is None:
+            raise SystemExit(f"error: the manifest has no PyTorch checkpoint for {model.name!r} (source: "
                              f"{entry.get('source', {}).get('kind')}); nothing to verify against")
         self.arch = entry["source"]["arch"]
         self.checkpoint = entry["checkpoint"]
-        self.model = load_checkpoint(self.arch, manifest_path.parent / self.checkpoint, int(entry["num_classes"]))
+        self.model = load_checkpoint(self.arch, model.checkpoint, int(entry["num_classes"]))
         self.input = Input(**entry["input"])
 
     def transform(self, encoded: list[bytes]) -> np.ndarray:
@@ -190,12 +192,12 @@ def run(args) -> int:
     # Wide enough for the table when piped (rich falls back to 80 columns without a terminal).
     console = Console(width=None if sys.stdout.isatty() else 130)
     thresholds = {k: parse_thresholds(k, getattr(args, k)) for k in DEFAULT_THRESHOLDS}
-    manifest_path = args.manifest.resolve()
-    if not manifest_path.is_file():
-        print(f"error: manifest {args.manifest} not found; build the repository (python builders/build_all.py) "
-              "or pass --manifest", file=sys.stderr)
+    try:
+        loaded = load_manifest(args.manifest)
+    except ManifestError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    manifest = json.loads(manifest_path.read_text())
+    manifest, manifest_path = loaded.record, loaded.path
     names = args.model or sorted(manifest.get("models", {}))
     unknown = [n for n in names if n not in manifest.get("models", {})]
     if unknown:
@@ -222,9 +224,10 @@ def run(args) -> int:
         built_precisions = (entry.get("torchscript", {}).get("precisions", {}) if args.backend == layout.TORCH_BACKEND
                             else entry.get("precisions", {}))
         wanted = args.precision or sorted(set(on_server) | set(built_precisions), key=_precision_key)
-        data = args.data or (Path(entry["data"]["val"]) if entry.get("data", {}).get("val") else None)
+        data = args.data or loaded.models[name].val
         if data is None or not Path(data).is_dir():
-            print(f"error: image set {data} for {name!r} not found; pass --data <ImageFolder>", file=sys.stderr)
+            what = f"image set {data}" if data else "no validation images in the manifest"
+            print(f"error: {what} for {name!r} not found; pass --data <ImageFolder>", file=sys.stderr)
             return 2
         images = load_image_folder(data)
         if args.limit:
@@ -232,7 +235,7 @@ def run(args) -> int:
         labels = list(entry["labels"])
         # Folder names are the labels the model was trained with; map by name so a subset of classes works.
         targets = [labels.index(images.classes[t]) if images.classes[t] in labels else t for t in images.targets]
-        reference = _Reference(manifest_path, name, entry)
+        reference = _Reference(loaded.models[name])
         references[name] = reference.describe()
         encoded = [f.read_bytes() for f in images.files]
         ref_x = reference.transform(encoded)

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from builders import layout  # noqa: E402
+from builders.manifest import load_manifest  # noqa: E402
 
 
 def locust_throughput(log_file: Path, warmup_s: float) -> dict:
@@ -114,8 +115,9 @@ def _compare(args, urls: dict) -> int:
     from clients.bench import measure_point
     from clients.triton import TritonClient
 
-    manifest = json.loads(Path(args.manifest).read_text())
-    data = args.data or Path(manifest["models"][args.model]["data"]["val"])
+    data = args.data or load_manifest(args.manifest).model(args.model).val
+    if data is None:
+        raise SystemExit(f"error: {args.manifest} bundles no validation images for {args.model}; pass --data")
     encoded = load_image_folder(data).encoded(args.images)
     bs = args.batch_size
     # The same pool the locustfile builds (load_tests/scenario.py) and clients.bench builds.

@@ -7,7 +7,6 @@ from the `init` event, when the parsed options exist.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from builders import layout
+from builders.manifest import load_manifest, manifest_file
 from builders.datasets import IMAGE_SUFFIXES
 from builders.preprocess import pad_batch
 
@@ -49,7 +49,7 @@ def add_arguments(parser) -> None:
                         "(default: %(default)s)")
     g.add_argument("--images", env_var="TRITON_IMAGES", default="",
                    help="folder of images to send (ImageFolder or flat, searched recursively); default: the "
-                        "manifest's validation set (data.val)")
+                        "validation images the manifest bundles (data.val)")
     g.add_argument("--max-images", env_var="TRITON_MAX_IMAGES", type=int, default=1024,
                    help="use at most this many images of the set (default: %(default)s)")
     g.add_argument("--think-time", env_var="TRITON_THINK_TIME", default="0",
@@ -147,9 +147,10 @@ class Scenario:
     def from_options(cls, opts) -> "Scenario":
         from clients.triton import normalize_url
 
-        manifest_path = resolve_path(opts.manifest)
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        models = manifest.get("models", {})
+        manifest_path = manifest_file(resolve_path(opts.manifest))
+        # Optional: --images and --model can stand in for it. load_manifest's errors are ValueErrors.
+        loaded = load_manifest(manifest_path) if manifest_path.is_file() else None
+        models = loaded.models if loaded else {}
         model = opts.model.strip()
         precisions = csv_list(opts.precision)
         if not precisions:
@@ -174,11 +175,11 @@ class Scenario:
         if opts.images:
             root = resolve_path(opts.images)
         else:
-            val = models.get(model, {}).get("data", {}).get("val")
+            val = models[model].val if model in models else None
             if not val:
                 raise ValueError(f"no image set: pass --images <folder> (the manifest {manifest_path} "
-                                 f"{'has no data.val for ' + model if manifest else 'was not found'})")
-            root = Path(val)
+                                 f"{'bundles no validation images for ' + model if loaded else 'was not found'})")
+            root = val
         files = image_files(root, opts.max_images)
         sc = cls(name=model, ensembles={p: layout.ensemble_model(model, p, backend) for p in precisions},
                  batch_sizes=sorted(set(batch_sizes)), images_root=root, files=files,

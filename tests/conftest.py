@@ -26,15 +26,26 @@ def build_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def built_repo(tmp_path_factory, build_cache) -> Path:
-    """Output folder of a full demo build: cpu/, gpu/ (no plans here), source/, manifest.json."""
+def demo_build(tmp_path_factory, build_cache):
+    """The BuildResult of a full demo build (its data splits lie in the stage cache)."""
     from builders.build import build
     from builders.spec import load_spec
 
     out = tmp_path_factory.mktemp("built") / "model_repository"
     spec = load_spec(ROOT / "build.toml").model_copy(update={"output": out})
-    build(spec, cache_dir=build_cache, quiet=True)
-    return out
+    return build(spec, cache_dir=build_cache, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def built_repo(demo_build) -> Path:
+    """Output folder of a full demo build: cpu/, gpu/ (no plans here), source/, data/, manifest.json."""
+    return Path(demo_build.spec.output)
+
+
+@pytest.fixture(scope="session")
+def demo_data(demo_build):
+    """The demo's train/val/calibration ImageFolders (DataSplits, in the stage cache)."""
+    return demo_build.models[0].data
 
 
 @pytest.fixture(scope="session")
@@ -45,13 +56,15 @@ def repo_root(built_repo) -> Path:
 
 @pytest.fixture(scope="session")
 def manifest(built_repo) -> dict:
+    """The manifest as written (paths relative to built_repo); builders.manifest.load_manifest resolves them."""
     return json.loads((built_repo / "manifest.json").read_text())
 
 
 @pytest.fixture(scope="session")
-def val_images(manifest) -> list[tuple[bytes, int]]:
-    """(encoded JPEG, class index) for the demo's validation split."""
+def val_images(built_repo) -> list[tuple[bytes, int]]:
+    """(encoded JPEG, class index) for the demo's validation split, as the repository bundles it."""
     from builders.datasets import load_image_folder
+    from builders.manifest import load_manifest
 
-    images = load_image_folder(Path(manifest["models"]["digits"]["data"]["val"]))
+    images = load_image_folder(load_manifest(built_repo).models["digits"].val)
     return [(f.read_bytes(), t) for f, t in zip(images.files, images.targets)]

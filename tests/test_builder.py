@@ -349,18 +349,17 @@ def test_building_one_target_keeps_the_other(built_repo, build_cache, tmp_path):
 
 # --- other model sources -----------------------------------------------------------------------
 
-def _user_spec(tmp_path: Path, manifest: dict, source: dict):
-    data = manifest["models"]["digits"]["data"]
+def _user_spec(tmp_path: Path, demo_data, source: dict):
     return parse_spec({"output": str(tmp_path / "repo"), "targets": ["cpu"], "models": [{
         "name": "mine", "precisions": ["fp32"], "source": source,
-        "data": {"val": data["val"], "calibration": data["calibration"]},
+        "data": {"val": str(demo_data.val), "calibration": str(demo_data.calibration)},
         "triton": {"max_batch_size": 16, "preferred_batch_sizes": [16]}, "engine": {"opt_batch": 8}}]})
 
 
-def test_torchvision_checkpoint_source(built_repo, manifest, tmp_path):
+def test_torchvision_checkpoint_source(built_repo, manifest, demo_data, tmp_path):
     from builders.build import build
 
-    spec = _user_spec(tmp_path, manifest, {"kind": "torchvision", "arch": "mobilenet_v3_small",
+    spec = _user_spec(tmp_path, demo_data, {"kind": "torchvision", "arch": "mobilenet_v3_small",
                                            "checkpoint": str(built_repo / "source" / "digits.pt")})
     result = build(spec, cache_dir=tmp_path / "cache", quiet=True)
     m = result.manifest["models"]["mine"]
@@ -370,21 +369,21 @@ def test_torchvision_checkpoint_source(built_repo, manifest, tmp_path):
     assert (tmp_path / "repo" / "cpu" / "mine_fp32" / "config.pbtxt").is_file()
 
 
-def test_checkpoint_for_another_architecture_is_refused(built_repo, manifest, tmp_path):
+def test_checkpoint_for_another_architecture_is_refused(built_repo, demo_data, tmp_path):
     from builders.build import BuildError, build
 
-    spec = _user_spec(tmp_path, manifest, {"kind": "torchvision", "arch": "resnet18",
+    spec = _user_spec(tmp_path, demo_data, {"kind": "torchvision", "arch": "resnet18",
                                            "checkpoint": str(built_repo / "source" / "digits.pt")})
     with pytest.raises(BuildError, match="does not fit torchvision 'resnet18'"):
         build(spec, cache_dir=tmp_path / "cache", quiet=True)
     assert not (tmp_path / "repo").exists()
 
 
-def test_onnx_source(built_repo, manifest, tmp_path):
+def test_onnx_source(built_repo, demo_data, tmp_path):
     from builders.build import build
 
     onnx_file = built_repo / "cpu" / layout.engine_model("digits", "fp32") / "1" / "model.onnx"
-    result = build(_user_spec(tmp_path, manifest, {"kind": "onnx", "onnx": str(onnx_file)}),
+    result = build(_user_spec(tmp_path, demo_data, {"kind": "onnx", "onnx": str(onnx_file)}),
                    cache_dir=tmp_path / "cache", quiet=True)
     m = result.manifest["models"]["mine"]
     assert m["export"] is None and m["precisions"]["fp32"]["accuracy"] >= 0.9

@@ -46,8 +46,10 @@ def name(manifest) -> str:
 
 
 @pytest.fixture(scope="module")
-def val(manifest, name):
-    return load_image_folder(Path(manifest["models"][name]["data"]["val"]))
+def val(manifest_path, name):
+    from builders.manifest import load_manifest
+
+    return load_image_folder(load_manifest(manifest_path).models[name].val)
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,10 @@ MODEL = layout.ensemble_model("digits", "fp32")
 
 
 @pytest.fixture(scope="module")
-def val(manifest):
-    return load_image_folder(Path(manifest["models"]["digits"]["data"]["val"]))
+def val(repo_root):
+    from builders.manifest import load_manifest
+
+    return load_image_folder(load_manifest(repo_root).models["digits"].val)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from builders import layout
+from builders.manifest import load_manifest
 from load_tests.shapes import plan
 from load_tests.sla import evaluate
 
@@ -150,7 +151,7 @@ def test_headless_run_agrees_with_server_and_grpc_users_overlap(server, repo_roo
 @pytest.mark.server
 def test_corrupt_image_is_a_recorded_failure_and_fails_the_sla(server, repo_root, manifest, name, tmp_path):
     model = layout.ensemble_model(name, "fp32")
-    val = Path(manifest["models"][name]["data"]["val"])
+    val = load_manifest(repo_root).models[name].val
     mix = tmp_path / "mix" / "a"
     mix.mkdir(parents=True)
     good = sorted(val.rglob("*.jpg"))[:19]

@@ -13,6 +13,7 @@ import torch
 
 from builders import layout
 from builders.datasets import load_image_folder
+from builders.manifest import load_manifest
 from builders.triton_config import read_config
 
 NAME = "digits"
@@ -25,7 +26,7 @@ def _val_tensors(built_repo: Path, manifest: dict, limit: int = 64) -> tuple[np.
     """The first `limit` validation images, encoded and as the repository's CPU DALI pipeline makes them."""
     from builders.preprocess import CpuPreprocessor
 
-    files = load_image_folder(Path(manifest["models"][NAME]["data"]["val"])).files[:limit]
+    files = load_image_folder(load_manifest(built_repo).models[NAME].val).files[:limit]
     encoded = [f.read_bytes() for f in files]
     pre = CpuPreprocessor(built_repo / "cpu" / layout.preprocess_model(NAME) / "1" / "model.dali")
     x = np.concatenate([pre([np.frombuffer(e, np.uint8) for e in encoded[i: i + pre.max_batch_size]])

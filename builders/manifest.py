@@ -1,0 +1,211 @@
+"""manifest.json: what a build wrote, written and read in one place.
+
+The manifest lies at the top of the output folder, beside the targets (`<output>/manifest.json`,
+`<output>/cpu/`, `<output>/gpu/`). It is portable: every path it records is relative to its own
+folder, so a repository that is moved, renamed, or built in a container and read on the host
+still names its checkpoint and validation images. Files the build read from elsewhere (the
+stage cache, a user's ONNX or checkpoint) are recorded by file name only, as provenance.
+
+Format versions (`format_version`):
+    1  (no field) builders before the portable manifest: absolute paths, not read any more.
+    2  every path relative to the manifest's folder; the validation images clients use by
+       default are bundled in the repository (`data/<model>/val/`).
+
+Readers call :func:`load_manifest`, which checks the version and every recorded path and
+returns a :class:`Manifest` whose paths are resolved against the folder it was loaded from.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from builders.layout import MANIFEST_FILE
+
+FORMAT_VERSION = 2
+BUILD_COMMAND = "python builders/build_all.py"
+# A path after an option's "=" (trtexec's --saveEngine=/cache/...), or a whole absolute path.
+_OPTION_PATH = re.compile(r"^(--?[\w-]+=)(/.*)$")
+
+
+class ManifestError(ValueError):
+    """The manifest is missing, unreadable, of another format, or names a file that is not there."""
+
+
+def _is_absolute(value: str) -> bool:
+    return value.startswith("/") or bool(re.match(r"^[A-Za-z]:[\\/]", value)) or bool(_OPTION_PATH.match(value))
+
+
+def file_names_only(value: Any) -> Any:
+    """`value` with every absolute path string reduced to its file name (recursively through dicts
+    and lists): for provenance that lies outside the repository, such as stage-cache files."""
+    if isinstance(value, dict):
+        return {k: file_names_only(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [file_names_only(v) for v in value]
+    if isinstance(value, Path):
+        return value.name
+    if isinstance(value, str):
+        m = _OPTION_PATH.match(value)
+        if m:
+            return m.group(1) + os.path.basename(m.group(2))
+        if _is_absolute(value):
+            return os.path.basename(value.rstrip("/\\"))
+    return value
+
+
+def absolute_paths(value: Any, where: str = "") -> list[str]:
+    """JSON locations (`models.digits.data.val`) of every string in `value` that is an absolute path."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in absolute_paths(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in absolute_paths(v, f"{where}[{i}]")]
+    return [where] if isinstance(value, str) and _is_absolute(value) else []
+
+
+def relative(path: str | Path | None, folder: Path) -> str | None:
+    """`path` (inside `folder`) as the manifest records it: relative, with forward slashes."""
+    if path is None:
+        return None
+    return Path(path).resolve().relative_to(folder.resolve()).as_posix()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the manifest; `checkpoint` and `val` are resolved against the manifest's folder."""
+
+    name: str
+    record: dict                 # the JSON entry as written (paths relative)
+    checkpoint: Path | None      # the PyTorch weights the repository was built from (source/<name>.pt)
+    val: Path | None             # the bundled labeled validation images (ImageFolder), if any
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.record.get("labels", []))
+
+    @property
+    def input(self) -> dict:
+        return dict(self.record.get("input") or {})
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A loaded manifest. `record` is the JSON as written; `folder` the folder it was read from."""
+
+    folder: Path
+    record: dict
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.folder / MANIFEST_FILE
+
+    @property
+    def format_version(self) -> int:
+        return int(self.record["format_version"])
+
+    def model(self, name: str) -> ModelEntry:
+        if name not in self.models:
+            raise ManifestError(f"{name!r} is not in {self.path}; it has {sorted(self.models)}")
+        return self.models[name]
+
+    def dali_definition(self, name: str, target: str = "cpu") -> Path:
+        """The pipeline definition (dali.py) of `name`'s preprocessing model in `target`."""
+        from builders import layout
+
+        return self.folder / target / layout.preprocess_model(name) / "1" / layout.DALI_DEFINITION
+
+
+def _resolve(folder: Path, value: str | None, where: str, source: Path) -> Path | None:
+    """A recorded relative path as a path under `folder`; refuses absolute paths, paths that leave
+    the folder, and files that are not there."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or _is_absolute(value) or ".." in PurePosixPath(value).parts:
+        raise ManifestError(f"{source}: {where} = {value!r} is not a path relative to the manifest's folder")
+    path = folder / value
+    if not path.exists():
+        raise ManifestError(f"{source}: {where} names {value!r}, but {path} does not exist (was the "
+                            f"repository copied without it? rebuild with `{BUILD_COMMAND}`)")
+    return path
+
+
+def manifest_file(path_or_folder: str | Path) -> Path:
+    """The manifest.json meant by a manifest path or by the folder that holds it."""
+    p = Path(path_or_folder)
+    return p / MANIFEST_FILE if p.is_dir() else p
+
+
+def read_record(path_or_folder: str | Path) -> dict:
+    """The manifest's JSON as written, without checks; {} when there is none or it is not JSON.
+    For the builder, which replaces whatever it finds."""
+    try:
+        data = json.loads(manifest_file(path_or_folder).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_manifest(path_or_folder: str | Path) -> Manifest:
+    """Read and check a manifest.
+
+    path_or_folder: the manifest.json file, or the folder that holds it (the repository's top
+    folder). Relative paths in it are resolved against that folder. Raises ManifestError when
+    the file is missing or not JSON, when it was written in another format (the pre-portable
+    manifests with absolute paths included), or when a path it records is absolute, leaves the
+    folder, or names a file that is not there."""
+    path = manifest_file(path_or_folder).resolve()
+    if not path.is_file():
+        raise ManifestError(f"manifest {path} not found; build the repository (`{BUILD_COMMAND}`) or name "
+                            f"another one")
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as err:
+        raise ManifestError(f"{path} is not JSON: {err}") from err
+    if not isinstance(record, dict) or not isinstance(record.get("models"), dict):
+        raise ManifestError(f"{path} is not a builder manifest (no `models` table)")
+    version = record.get("format_version")
+    if version is None:
+        raise ManifestError(f"{path} has no format_version: it was written by an older builder, with absolute "
+                            f"paths that do not survive a move; rebuild it with `{BUILD_COMMAND}` (the stage "
+                            "cache makes that quick)")
+    if version != FORMAT_VERSION:
+        raise ManifestError(f"{path} has format_version {version!r}; this toolkit reads {FORMAT_VERSION}")
+    stray = absolute_paths(record)
+    if stray:
+        raise ManifestError(f"{path} records absolute paths ({', '.join(stray[:5])}); every path must be "
+                            "relative to the manifest's folder")
+    folder = path.parent
+    models = {}
+    for name, entry in record["models"].items():
+        models[name] = ModelEntry(
+            name, entry,
+            _resolve(folder, entry.get("checkpoint"), f"models.{name}.checkpoint", path),
+            _resolve(folder, (entry.get("data") or {}).get("val"), f"models.{name}.data.val", path))
+    return Manifest(folder, record, models)
+
+
+def write_manifest(folder: Path, record: dict) -> Path:
+    """Write `record` as `<folder>/manifest.json`, stamped with FORMAT_VERSION.
+
+    Refuses (ManifestError) a record with an absolute path anywhere, and one whose checkpoint or
+    data.val does not lie inside `folder`; written to a private temporary file and renamed, so a
+    reader never sees half a manifest."""
+    record = {"format_version": FORMAT_VERSION, **{k: v for k, v in record.items() if k != "format_version"}}
+    stray = absolute_paths(record)
+    if stray:
+        raise ManifestError(f"the manifest would record absolute paths ({', '.join(stray[:5])}); record them "
+                            "relative to the output folder, or by file name (file_names_only)")
+    target = Path(folder) / MANIFEST_FILE
+    for name, entry in record.get("models", {}).items():
+        _resolve(Path(folder), entry.get("checkpoint"), f"models.{name}.checkpoint", target)
+        _resolve(Path(folder), (entry.get("data") or {}).get("val"), f"models.{name}.data.val", target)
+    tmp = target.with_name(f".{MANIFEST_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(record, indent=2))
+    os.replace(tmp, target)
+    return target
