@@ -203,14 +203,24 @@ def _plan(workdir: Path, onnx: Path, fp32: Path, precision: str, engine_spec, ma
     return Plan(plan, info)
 
 
-DATA = Stage("demo-data", DataSplits, _demo_data)
-TRAIN = Stage("train", TrainedModel, _train)
-EXPORT = Stage("export", OnnxModel, _export)
-FP16 = Stage("fp16", OnnxModel, _fp16)
-INT8 = Stage("int8", OnnxModel, _int8, version="2")
-PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing, version="2")
-EVALUATE = Stage("evaluate", Evaluation, _evaluate)
-PLAN = Stage("tensorrt-plan", Plan, _plan)
+# code: the modules (besides this one) whose logic makes each artifact; tools: the distributions
+# whose versions do. Both key the stage cache (builders.stages), so an edit or an upgrade rebuilds.
+_IMAGES = ("builders.datasets", "builders.preprocess", "builders.models")  # decoding + reference transform
+DATA = Stage("demo-data", DataSplits, _demo_data, code=("builders.datasets",),
+             tools=("scikit-learn", "pillow", "numpy"))
+TRAIN = Stage("train", TrainedModel, _train, code=_IMAGES, tools=("torch", "torchvision", "pillow", "numpy"))
+EXPORT = Stage("export", OnnxModel, _export, code=("builders.export", "builders.models"),
+               tools=("torch", "torchvision", "onnx"))
+FP16 = Stage("fp16", OnnxModel, _fp16, code=("builders.precision",), tools=("onnx", "onnxconverter-common"))
+INT8 = Stage("int8", OnnxModel, _int8, version="2", code=("builders.precision", *_IMAGES),
+             tools=("onnx", "onnxruntime", "torchvision", "pillow", "numpy"))
+PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing, version="2",
+                   code=("builders.preprocess", "builders.dali_pipeline", "builders.datasets"),
+                   tools=("nvidia-dali-*", "torchvision", "pillow", "numpy"))
+EVALUATE = Stage("evaluate", Evaluation, _evaluate, code=("runners.compare", "runners.onnxruntime_runner"),
+                 tools=("onnxruntime", "numpy"))
+PLAN = Stage("tensorrt-plan", Plan, _plan, code=("builders.engine", "builders.models", "runners.tensorrt_runner"),
+             tools=("tensorrt*", "onnx", "onnxruntime"))
 
 
 # --- chaining ----------------------------------------------------------------------------------
