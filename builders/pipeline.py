@@ -17,7 +17,7 @@ import numpy as np
 from builders import layout
 from builders.datasets import DEMO_LABELS, load_image_folder, write_demo_dataset
 from builders.spec import Calibration, Input, ModelSpec, Source, Triton
-from builders.stages import BuildContext, Stage
+from builders.stages import BuildContext, Stage, made_by
 
 ProgressFactory = Callable[[str], Callable[[int, int], None]]  # description -> update(done, total)
 
@@ -219,6 +219,7 @@ PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing, version="2",
                    tools=("nvidia-dali-*", "torchvision", "pillow", "numpy"))
 EVALUATE = Stage("evaluate", Evaluation, _evaluate, code=("runners.compare", "runners.onnxruntime_runner"),
                  tools=("onnxruntime", "numpy"))
+CALIBRATOR = made_by(("builders.precision",), ("onnxruntime", "numpy"))
 PLAN = Stage("tensorrt-plan", Plan, _plan, code=("builders.engine", "builders.models", "runners.tensorrt_runner"),
              tools=("tensorrt*", "onnx", "onnxruntime"))
 
@@ -292,7 +293,9 @@ def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
                                     inp=spec.input, calib=spec.calibration,
                                     # By location, not content: its files are keyed by content
                                     # themselves, and hashing it would make each new entry a miss.
-                                    calib_cache=str(ctx.cache_dir / "calibration"))
+                                    # One folder per calibrator code and version: ranges made by
+                                    # another one are not reused.
+                                    calib_cache=str(ctx.cache_dir / "calibration" / CALIBRATOR))
     out.preprocessing = PREPROCESS(ctx, label=name, inp=spec.input, triton=spec.triton, val=data.val)
     for precision, variant in out.variants.items():
         out.evaluations[precision] = EVALUATE(

@@ -143,6 +143,15 @@ def tool_versions(tools: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def made_by(code: tuple[str, ...], tools: tuple[str, ...]) -> str:
+    """Short hash of the toolkit version, the code of the modules `code` and the versions of
+    `tools`: names a cache that lives outside one stage's folder (e.g. calibration ranges), so
+    that it is not shared across code or tool versions either."""
+    blob = json.dumps({"toolkit": toolkit_version(), "code": {m: module_code_hash(m) for m in code},
+                       "tools": tool_versions(tools)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 @dataclass
 class StageRecord:
     name: str
