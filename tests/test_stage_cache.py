@@ -48,7 +48,7 @@ def use(workdir, a):
 RUNNER = textwrap.dedent('''\
     import json, sys
     from pathlib import Path
-    from builders.stages import BuildContext, Stage
+    from builders.stages import BuildContext, Stage, made_by
     import mod_a, mod_b
 
     ctx = BuildContext(Path(sys.argv[1]))
@@ -56,7 +56,8 @@ RUNNER = textwrap.dedent('''\
     B = Stage("b", mod_a.Out, mod_b.use)
     a = A(ctx, n=21)
     b = B(ctx, a=a.path)
-    print(json.dumps({"ran": [r.name for r in ctx.records if not r.cached], "b": b.path.read_text()}))
+    print(json.dumps({"ran": [r.name for r in ctx.records if not r.cached], "b": b.path.read_text(),
+                      "made_by": made_by(("mod_a",), ("faketool",))}))
 ''')
 
 
@@ -93,16 +94,19 @@ def chain(tmp_path):
 
 def test_logic_edit_reruns_the_stage_and_what_follows(chain):
     run, mods, _ = chain
-    assert run() == {"ran": ["a", "b"], "b": "42!"}
+    first = run()
+    assert first["ran"] == ["a", "b"] and first["b"] == "42!"
     assert run()["ran"] == []
     # Layout, comments and docstrings are not logic: still cached.
     src = (mods / "mod_a.py").read_text()
     (mods / "mod_a.py").write_text(src.replace('"""Stage a: writes a number."""', '"""Stage a, reworded."""')
                                    .replace("    return Out(", "    # a comment\n\n    return  Out("))
-    assert run()["ran"] == []
+    assert run() == {**first, "ran": []}
     # A one-character logic edit to a's module reruns a, and b because a's output changed.
     (mods / "mod_a.py").write_text(src.replace("n * 2", "n * 3"))
-    assert run() == {"ran": ["a", "b"], "b": "63!"}
+    edited = run()
+    assert edited["ran"] == ["a", "b"] and edited["b"] == "63!"
+    assert edited["made_by"] != first["made_by"]      # caches named by made_by move on too
     assert run()["ran"] == []
 
 
@@ -110,15 +114,18 @@ def test_edit_downstream_reruns_only_downstream(chain):
     run, mods, _ = chain
     assert run()["ran"] == ["a", "b"]
     (mods / "mod_b.py").write_text(MOD_B.replace('"!"', '"?"'))
-    assert run() == {"ran": ["b"], "b": "42?"}
+    again = run()
+    assert again["ran"] == ["b"] and again["b"] == "42?"
 
 
 def test_tool_upgrade_reruns_the_stage_that_uses_it(chain):
     run, _, site = chain
-    assert run()["ran"] == ["a", "b"]
+    first = run()
+    assert first["ran"] == ["a", "b"]
     _dist(site, "faketool", "2.0")
     # a's output is byte-identical after the rerun, so b (which does not use the tool) stays cached.
-    assert run()["ran"] == ["a"]
+    upgraded = run()
+    assert upgraded["ran"] == ["a"] and upgraded["made_by"] != first["made_by"]
 
 
 def test_toolkit_upgrade_reruns_every_stage(chain):
