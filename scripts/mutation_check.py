@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PARITY = ["tests/test_parity.py", "-k", "matches_torchvision_on_photos or square_resize or slips"]
+PARITY = ["tests/test_parity.py", "tests/test_guards.py", "-k",
+          "matches_torchvision_on_photos or square_resize or slips or any_one_bound"]
 
 
 @dataclass

@@ -84,6 +84,22 @@ def test_swap_never_deletes_before_the_new_repository_is_in_place(tmp_path, monk
     assert seen and all(seen), "a folder was deleted before the new repository was in place"
 
 
+# --- preprocessing parity verdict ---------------------------------------------------------------
+
+@pytest.mark.parametrize("stats,fails", [
+    ((0.2, 1.0, 1.0), False),
+    ((0.6, 1.0, 1.0), True),     # many pixels one level off: the mean alone is over
+    ((0.2, 2.0, 2.0), True),     # a region off: p99 over, max within
+    ((0.2, 1.0, 3.0), True),     # one pixel far off: max alone over
+])
+def test_parity_flags_an_image_over_any_one_bound(stats, fails):
+    from builders.preprocess import CPU_TOLERANCE, Parity
+
+    mean, p99, mx = stats
+    result = Parity([0.1, mean], [1.0, p99], [1.0, mx], dict(CPU_TOLERANCE), ["ok.jpg", "x.jpg"])
+    assert result.failing == ([1] if fails else [])
+
+
 # --- int8 calibration cache ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
