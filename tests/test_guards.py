@@ -149,6 +149,8 @@ def test_calibration_cache_is_reused_and_invalidated_by_what_it_depends_on(tiny_
     same = [what for what, key in changed.items() if key == base]
     assert not same, f"calibration cache key ignores: {same}"
     assert len(set(changed.values())) == len(changed)
+    # The percentile itself, with the method fixed.
+    assert calibration_key(tiny_onnx, x, Calibration(method="percentile", percentile=99.99)) != changed["percentile"]
     # ... and a rebuild with a changed image calibrates again instead of reusing stale ranges.
     _, third, reused = to_int8(tiny_onnx, tmp_path / "c.onnx", one_pixel, calib, cache)
     assert not reused and third != first
