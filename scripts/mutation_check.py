@@ -197,7 +197,8 @@ def run(mutants: list[Mutant], timeout: float, baseline: bool) -> dict:
 def markdown(report: dict) -> str:
     def why(r: dict) -> str:
         text = r["equivalent"] or r["failure"]
-        return f"`{text.replace('`', "'")}`".replace("|", "/") if text else ""
+        quoted = text.replace("`", "'").replace("|", "/")
+        return f"`{quoted}`" if text else ""
 
     rows = "\n".join(f"| `{r['name']}` | `{r['path']}` | {r['result']} | {r['seconds']:.0f} | {why(r)} |"
                       for r in report["mutants"])
