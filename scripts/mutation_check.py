@@ -71,7 +71,9 @@ MUTANTS = [
     # config wiring and batching
     Mutant("infer-no-dynamic-batching", "builders/triton_config.py", "dynamic_batching=_dynamic_batching(spec),",
            "", [SERVER, "-k", "batch_concurrent"], nth=1),
-    Mutant("infer-no-warmup", "builders/triton_config.py", "    if warmup:\n", "    if False:\n",
+    Mutant("infer-no-warmup", "builders/triton_config.py",
+           "    if warmup:\n        cfg.model_warmup.extend(_warmup(spec, layout.ENGINE_INPUT,",
+           "    if False:\n        cfg.model_warmup.extend(_warmup(spec, layout.ENGINE_INPUT,",
            ["tests/test_builder.py", "-k", "warm_up"]),
     Mutant("warmup-tensor-zeros", "builders/repository.py",
            "np.ascontiguousarray(tensor, dtype=np.float32).tobytes()", "np.zeros(tensor.shape, np.float32).tobytes()",
@@ -88,10 +90,11 @@ MUTANTS = [
            'h.update(f"{calib.method}:{calib.percentile}".encode())', 'h.update(f"{calib.method}".encode())',
            [GUARDS, "-k", "calibration"]),
     # client retry / backoff
-    Mutant("client-retries-0", "clients/triton.py", "retries: int = 4,", "retries: int = 0,",
+    # "0 * ": zero whatever the default is.
+    Mutant("client-retries-0", "clients/triton.py", "retries: int = ", "retries: int = 0 * ",
            [GUARDS, "-k", "retries"]),
-    Mutant("cli-retries-0", "clients/connection.py", 'parser.add_argument("--retries", type=int, default=4,',
-           'parser.add_argument("--retries", type=int, default=0,', [GUARDS, "-k", "retries"]),
+    Mutant("cli-retries-0", "clients/connection.py", 'parser.add_argument("--retries", type=int, default=',
+           'parser.add_argument("--retries", type=int, default=0 * ', [GUARDS, "-k", "retries"]),
     Mutant("retry-never", "clients/triton.py", "and attempt < self.retries and", "and attempt < 0 and",
            [SERVER, "-k", "outage"], nth=0),
     Mutant("no-backoff", "clients/triton.py", "min(self.backoff_s * (2 ** attempt), 2.0)",
