@@ -17,7 +17,7 @@ import numpy as np
 from builders import layout
 from builders.datasets import DEMO_LABELS, load_image_folder, write_demo_dataset
 from builders.spec import Calibration, Input, ModelSpec, Source, Triton
-from builders.stages import BuildContext, Stage
+from builders.stages import BuildContext, Stage, made_by
 
 ProgressFactory = Callable[[str], Callable[[int, int], None]]  # description -> update(done, total)
 
@@ -203,14 +203,25 @@ def _plan(workdir: Path, onnx: Path, fp32: Path, precision: str, engine_spec, ma
     return Plan(plan, info)
 
 
-DATA = Stage("demo-data", DataSplits, _demo_data)
-TRAIN = Stage("train", TrainedModel, _train)
-EXPORT = Stage("export", OnnxModel, _export)
-FP16 = Stage("fp16", OnnxModel, _fp16)
-INT8 = Stage("int8", OnnxModel, _int8, version="2")
-PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing, version="2")
-EVALUATE = Stage("evaluate", Evaluation, _evaluate)
-PLAN = Stage("tensorrt-plan", Plan, _plan)
+# code: the modules (besides this one) whose logic makes each artifact; tools: the distributions
+# whose versions do. Both key the stage cache (builders.stages), so an edit or an upgrade rebuilds.
+_IMAGES = ("builders.datasets", "builders.preprocess", "builders.models")  # decoding + reference transform
+DATA = Stage("demo-data", DataSplits, _demo_data, code=("builders.datasets",),
+             tools=("scikit-learn", "pillow", "numpy"))
+TRAIN = Stage("train", TrainedModel, _train, code=_IMAGES, tools=("torch", "torchvision", "pillow", "numpy"))
+EXPORT = Stage("export", OnnxModel, _export, code=("builders.export", "builders.models"),
+               tools=("torch", "torchvision", "onnx"))
+FP16 = Stage("fp16", OnnxModel, _fp16, code=("builders.precision",), tools=("onnx", "onnxconverter-common"))
+INT8 = Stage("int8", OnnxModel, _int8, version="2", code=("builders.precision", *_IMAGES),
+             tools=("onnx", "onnxruntime", "torchvision", "pillow", "numpy"))
+PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing, version="2",
+                   code=("builders.preprocess", "builders.dali_pipeline", "builders.datasets"),
+                   tools=("nvidia-dali-*", "torchvision", "pillow", "numpy"))
+EVALUATE = Stage("evaluate", Evaluation, _evaluate, code=("runners.compare", "runners.onnxruntime_runner"),
+                 tools=("onnxruntime", "numpy"))
+CALIBRATOR = made_by(("builders.precision",), ("onnxruntime", "numpy"))
+PLAN = Stage("tensorrt-plan", Plan, _plan, code=("builders.engine", "builders.models", "runners.tensorrt_runner"),
+             tools=("tensorrt*", "onnx", "onnxruntime"))
 
 
 # --- chaining ----------------------------------------------------------------------------------
@@ -284,7 +295,9 @@ def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
                                     inp=spec.input, calib=spec.calibration,
                                     # By location, not content: its files are keyed by content
                                     # themselves, and hashing it would make each new entry a miss.
-                                    calib_cache=str(ctx.cache_dir / "calibration"))
+                                    # One folder per calibrator code and version: ranges made by
+                                    # another one are not reused.
+                                    calib_cache=str(ctx.cache_dir / "calibration" / CALIBRATOR))
     out.preprocessing = PREPROCESS(ctx, label=name, inp=spec.input, triton=spec.triton, val=data.val)
     for precision, variant in out.variants.items():
         out.evaluations[precision] = EVALUATE(

@@ -2,21 +2,32 @@
 
 A stage is a function `fn(workdir, **inputs) -> Output`, where Output is a dataclass of plain
 values and Paths (a function that also takes `progress` gets the context's progress factory,
-which is not part of the key). Its cache key is a content hash of the stage's name and version and of every
-input: files and folders are hashed by content, spec sections by their JSON. A stage whose key
-is in the cache returns its recorded output without running; `force` runs it anyway.
+which is not part of the key). Its cache key is a content hash of every input (files and folders
+by content, spec sections by their JSON) and of what produces the artifact: the stage's name and
+version, the toolkit's version, the code of the stage function's module and of the modules named
+in `code` (normalised: comments, docstrings and layout do not count, logic does), and the
+installed versions of the distributions named in `tools`. Changing any of them reruns the stage;
+since later stages take its outputs by content, they rerun when its output changes. A stage
+whose key is in the cache returns its recorded output without running; `force` runs it anyway.
 
 Each stage writes into a fresh `<cache>/<stage>/<key>.partial/` folder that is renamed into
 place only when the function returned, so a killed build never leaves a half-written entry.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import fnmatch
+import functools
 import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
 import inspect
 import json
 import logging
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +70,88 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+TOOLKIT_DISTRIBUTION = "triton-image-toolkit"
+
+
+@functools.lru_cache(maxsize=None)
+def toolkit_version() -> str:
+    """The installed toolkit's version ("unknown" when it runs from a checkout that is not installed)."""
+    try:
+        return importlib.metadata.version(TOOLKIT_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def code_hash(source: str) -> str:
+    """sha256 of Python source with comments, docstrings and layout removed: the AST, dumped.
+
+    source: a module's text. Reformatting or rewording a comment gives the same hash; any change
+    to what the code does (a constant, an operator, a call) gives another.
+    """
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def module_code_hash(module: str) -> str:
+    """code_hash of an importable module's source file, by dotted name (e.g. "builders.precision").
+
+    Read once per process: a build sees the code it imported, not later edits.
+    """
+    loaded = sys.modules.get(module)
+    origin = getattr(loaded, "__file__", None)
+    if origin is None:
+        spec = importlib.util.find_spec(module)
+        origin = spec.origin if spec is not None else None
+    if not origin or not origin.endswith(".py"):
+        raise ValueError(f"stage code module {module!r} has no Python source file to hash")
+    return code_hash(Path(origin).read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=None)
+def _installed() -> dict[str, str]:
+    names = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            names[name.lower().replace("_", "-")] = dist.version
+    return names
+
+
+def tool_versions(tools: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of the distributions named in `tools`.
+
+    tools: distribution names as pip knows them ("torch", "onnxruntime"); a name may be a glob
+    ("nvidia-dali-*") for packages published per CUDA release. A tool that is not installed is
+    recorded as "absent", so installing it later also changes the key.
+    """
+    installed = _installed()
+    out = {}
+    for tool in tools:
+        pattern = tool.lower().replace("_", "-")
+        hits = sorted(n for n in installed if fnmatch.fnmatchcase(n, pattern))
+        if not hits:
+            out[tool] = "absent"
+        for name in hits:
+            out[name] = installed[name]
+    return out
+
+
+def made_by(code: tuple[str, ...], tools: tuple[str, ...]) -> str:
+    """Short hash of the toolkit version, the code of the modules `code` and the versions of
+    `tools`: names a cache that lives outside one stage's folder (e.g. calibration ranges), so
+    that it is not shared across code or tool versions either."""
+    blob = json.dumps({"toolkit": toolkit_version(), "code": {m: module_code_hash(m) for m in code},
+                       "tools": tool_versions(tools)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 @dataclass
 class StageRecord:
     name: str
@@ -82,12 +175,25 @@ class BuildContext:
 class Stage(Generic[O]):
     """A named build step with typed inputs (keyword arguments) and a typed output dataclass."""
 
-    def __init__(self, name: str, output: type[O], fn: Callable[..., O], version: str = "1"):
+    def __init__(self, name: str, output: type[O], fn: Callable[..., O], version: str = "1",
+                 code: tuple[str, ...] = (), tools: tuple[str, ...] = ()):
+        """name: the cache folder's name; output: the dataclass fn returns; fn(workdir, **inputs);
+        version: bump to invalidate by hand; code: dotted names of modules, besides fn's own,
+        whose code makes the artifact; tools: distributions whose versions make it (see
+        tool_versions)."""
         self.name, self.output, self.fn, self.version = name, output, fn, version
+        self.code = (fn.__module__, *code)
+        self.tools = tuple(tools)
+
+    def provenance(self) -> dict[str, Any]:
+        """What produces this stage's artifacts, besides its inputs (part of the key)."""
+        return {"toolkit": toolkit_version(),
+                "code": {m: module_code_hash(m) for m in self.code},
+                "tools": tool_versions(self.tools)}
 
     def key(self, inputs: dict[str, Any]) -> str:
-        blob = json.dumps({"stage": self.name, "version": self.version, "inputs": _canonical(inputs)},
-                          sort_keys=True, default=str)
+        blob = json.dumps({"stage": self.name, "version": self.version, "made-by": self.provenance(),
+                           "inputs": _canonical(inputs)}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def __call__(self, ctx: BuildContext, label: str = "", **inputs: Any) -> O:
@@ -109,6 +215,7 @@ class Stage(Generic[O]):
         extra = {"progress": ctx.progress} if "progress" in inspect.signature(self.fn).parameters else {}
         out = self.fn(partial, **inputs, **extra)
         (partial / "output.json").write_text(json.dumps(self._dump(out, partial), indent=1))
+        (partial / "provenance.json").write_text(json.dumps(self.provenance(), indent=1, sort_keys=True))
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
         ctx.records.append(StageRecord(shown, key, time.perf_counter() - start, False))

@@ -155,7 +155,9 @@ def test_manifest_records_versions_hashes_and_figures(manifest, built_repo):
         assert hash_path(built_repo / path) == rec["sha256"]
     for p in PRECISIONS:
         ev = manifest["models"]["digits"]["precisions"][p]
-        assert ev["runnable"] and 0 <= ev["top1_agreement_fp32"] <= 1
+        # fp32 is its own reference; the reduced precisions keep nearly every decision of the demo.
+        # (tests/test_guards.py recomputes these figures from the repository's files.)
+        assert ev["runnable"] and ev["top1_agreement_fp32"] >= (1.0 if p == "fp32" else 0.95), (p, ev)
     assert "docker compose" in manifest["models"]["digits"]["tensorrt"]["status"]
 
 

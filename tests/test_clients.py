@@ -193,7 +193,12 @@ def test_bench_short_run_matches_server_statistics(server, manifest_path, name, 
     assert {(p["protocol"], p["batch_size"]) for p in points} == {(pr, b) for pr in ("http", "grpc") for b in (1, 4)}
     for p in points:
         assert p["client_requests"] == p["server_requests"] > 0
-        assert p["images_per_s"] > 0 and p["latency_ms"]["p50"] <= p["latency_ms"]["p99"]
+        assert p["images_per_s"] == pytest.approx(p["inferences_per_s"] * p["batch_size"])
+        # Little's law: `concurrency` closed-loop users, each waiting avg latency per request, cannot
+        # exceed concurrency / latency requests per second, and (little time between requests) get close.
+        bound = p["concurrency"] / (p["latency_ms"]["avg"] / 1000)
+        assert 0.5 * bound < p["inferences_per_s"] <= 1.1 * bound, (p["inferences_per_s"], bound)
+        assert p["latency_ms"]["p50"] <= p["latency_ms"]["p99"]
         assert set(p["server_breakdown_us"]) == {layout.preprocess_model(name), layout.engine_model(name, "fp32")}
         assert p["bottleneck"]
     # Independently of the bench's own bookkeeping: the server counted every request it sent
@@ -203,7 +208,7 @@ def test_bench_short_run_matches_server_statistics(server, manifest_path, name, 
     images = after[model]["inference_count"] - before[model]["inference_count"]
     assert images == sum((p["client_requests"] + 1) * p["batch_size"] for p in points)
     pre = report["preprocessing"]
-    assert pre["dali_images_per_s"] > 0 and pre["pil_images_per_s"] > 0
+    assert pre["dali_images_per_s"] > 0 and pre["ratio"] == pytest.approx(pre["dali_images_per_s"] / pre["pil_images_per_s"])
     for f in ("bench.csv", "throughput_vs_batch.png", "latency_vs_throughput.png"):
         assert (tmp_path / f).stat().st_size > 0
 
