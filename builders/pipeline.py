@@ -293,8 +293,12 @@ def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
                       # hashing it would make each new entry a miss.
                       calib_cache=str(ctx.cache_dir / "calibration"))
         out.variants["int8"] = INT8(ctx, label=f"{name}/tensorrt", runtime="tensorrt", options={}, **common)
+        cpu_calib = spec.calibration
+        if cpu_calib.cpu_method:
+            cpu_calib = cpu_calib.model_copy(update={"method": cpu_calib.cpu_method})
         out.target_variants["cpu"] = {"int8": INT8(ctx, label=f"{name}/onnxruntime", runtime="onnxruntime",
-                                                   options=cpu_int8_options(spec.calibration), **common)}
+                                                   options=cpu_int8_options(spec.calibration),
+                                                   **(common | {"calib": cpu_calib}))}
     out.preprocessing = PREPROCESS(ctx, label=name, inp=spec.input, triton=spec.triton, val=data.val)
 
     def evaluate(variant: OnnxModel, precision: str, label: str) -> Evaluation:

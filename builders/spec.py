@@ -112,6 +112,10 @@ class Calibration(_Strict):
     """Images taken from the calibration split (the lecture's ~1000 by default)."""
     percentile: float = Field(99.999, gt=90, le=100)
     """Used by method 'percentile' only."""
+    cpu_method: Literal["entropy", "max", "percentile"] | None = None
+    """cpu target: its own calibration method; unset: `method`, and one calibration serves both
+    targets. uint8 activations have twice the steps of int8 ones on the positive side, so
+    entropy's clipping can cost more than it saves there (the demo: build.toml)."""
     cpu_format: Literal["qdq", "qoperator"] = "qdq"
     """cpu target: Q/DQ nodes around float ops (ONNX Runtime's preferred form) or QLinearConv-style
     QOperator nodes."""
