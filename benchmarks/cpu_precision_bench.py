@@ -2,6 +2,7 @@
 
     python benchmarks/cpu_precision_bench.py --out docs/cpu_precision/results.json
     python benchmarks/cpu_precision_bench.py --models demo --batch-sizes 16 --repeats 1 --seconds 1   # quick look
+    python benchmarks/cpu_precision_bench.py --table docs/cpu_precision/results.json         # markdown table
 
 Models (each built by the builder, cpu target, the same stage cache as `build_all.py`):
 
@@ -225,7 +226,22 @@ def _fmt(s: dict, key: str) -> str:
     return "-" if r is None else f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
 
 
+def markdown(result: dict) -> str:
+    """The ratio table docs/cpu_precision.md and README quote, from a results JSON."""
+    rows = ["| model | batch | in-process int8/fp32 | fp16/fp32 | S8S8 int8/fp32 | served int8/fp32 | served fp16/fp32 |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for model, entry in result["models"].items():
+        for b, ip in entry["in_process"].items():
+            sv = entry.get("served", {}).get(b, {})
+            rows.append(f"| {model} | {b} | {_fmt(ip, 'int8/fp32')} | {_fmt(ip, 'fp16/fp32')} | "
+                        f"{_fmt(ip, 'int8_tensorrt_qdq/fp32')} | {_fmt(sv, 'int8/fp32')} | {_fmt(sv, 'fp16/fp32')} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--table":
+        print(markdown(json.loads(Path(sys.argv[2]).read_text())))  # --table results.json
+        return 0
     args = parse_args(argv)
     result = {"environment": environment(), "load_before": os.getloadavg(), "models": {},
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
