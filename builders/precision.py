@@ -6,7 +6,7 @@ one calibration, shaped for the runtime that serves it:
 * `onnxruntime` (cpu target): U8S8 -- asymmetric uint8 activations, symmetric per-channel int8
   weights, int32 biases -- in Q/DQ or QOperator form, with reduce_range (7-bit weights) where the
   CPU lacks VNNI, as ONNX Runtime's quantization guide advises for x86. ONNX Runtime's x86 kernels
-  run S8S8 Q/DQ slowly (slower than fp32 on the demo and on ResNet-18: docs/cpu_precision.md).
+  run S8S8 Q/DQ slower than fp32 (0.60-0.91x on the demo and ResNet-18: docs/cpu_precision.md).
 
 ONNX Runtime runs every variant on the CPU, so each is checked before any GPU is involved."""
 from __future__ import annotations
