@@ -67,7 +67,7 @@ def _plans_for(build: ModelBuild, ctx: BuildContext, release: releases.Release,
     cc = gpu.get("compute_capability")
     spec = build.spec
     plans, info = {}, {"tensorrt_version": tensorrt.__version__, "gpu": gpu, "plans": {}}
-    for precision, variant in build.variants.items():
+    for precision, variant in build.variants_for("gpu").items():
         out = PLAN(ctx, label=f"{spec.name}/{precision}", onnx=variant.path, fp32=build.variants["fp32"].path,
                    precision=precision, engine_spec=spec.engine, max_batch=spec.triton.max_batch_size,
                    crop=spec.input.crop, calibration=build.data.calibration, inp=spec.input, calib=spec.calibration,
@@ -79,6 +79,24 @@ def _plans_for(build: ModelBuild, ctx: BuildContext, release: releases.Release,
             **file_names_only(out.info),
             "plan": f"gpu/{layout.engine_model(spec.name, precision)}/1/{out.plan.name}"}
     return plans, f"built {len(plans)} plan(s) with TensorRT {tensorrt.__version__} on {gpu.get('name')}", info, cc
+
+
+FP16_ON_CPU = ("fp16 is a GPU precision: ONNX Runtime on CPU runs it slower than fp32 (it has few fp16 "
+               "CPU kernels and casts around the rest); served on the cpu target for accuracy checks only "
+               "(docs/cpu_precision.md)")
+
+
+def _precision_targets(b: ModelBuild, precision: str) -> dict:
+    """target -> evaluation, build time, notes and ONNX hash of the model that target uses."""
+    from builders.stages import hash_path
+
+    out = {}
+    for target in ("cpu", "gpu"):
+        v = b.variants_for(target)[precision]
+        notes = "; ".join(n for n in (v.notes, FP16_ON_CPU if (target, precision) == ("cpu", "fp16") else "") if n)
+        out[target] = {**dataclasses.asdict(b.evaluation_for(target, precision)), "build_seconds": v.seconds,
+                       "notes": notes, "onnx_sha256": hash_path(v.path)}
+    return out
 
 
 def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict, data: dict | None) -> dict:
@@ -104,10 +122,10 @@ def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict, data: dict
             "compared": "DALI CPU (the cpu target's dali.py) vs the torchvision transform, per image",
             "reference": describe_transform(spec.input),
         },
-        "precisions": {
-            p: {**dataclasses.asdict(b.evaluations[p]), "build_seconds": v.seconds, "notes": v.notes}
-            for p, v in b.variants.items()
-        },
+        # Top level: the cpu target's model (what ONNX Runtime serves here); `targets`: each
+        # target's own (int8 differs: U8S8 on cpu, S8S8 Q/DQ as the plans' source on gpu).
+        "precisions": {p: {**targets["cpu"], "targets": targets}
+                       for p, targets in ((p, _precision_targets(b, p)) for p in b.variants)},
         "tensorrt": {"status": plan_status, **plan_info},
         # The PyTorch-backend twin: parity with PyTorch per precision and its Triton model names.
         "torchscript": {"status": b.torchscript_status, "precisions": {

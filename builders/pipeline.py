@@ -111,16 +111,25 @@ def _fp16(workdir: Path, fp32: Path) -> OnnxModel:
 
 
 def _int8(workdir: Path, fp32: Path, calibration: Path, inp: Input, calib: Calibration,
-          calib_cache: str, progress: ProgressFactory) -> OnnxModel:
+          calib_cache: str, runtime: str, options: dict, progress: ProgressFactory) -> OnnxModel:
+    """runtime: tensorrt (gpu target) or onnxruntime (cpu target); options: cpu_int8_options()."""
     from builders.precision import to_int8
 
     from builders.models import preprocess_set
 
     x = preprocess_set(load_image_folder(calibration), inp, limit=calib.max_images)
     start = time.perf_counter()
-    path, cache, reused = to_int8(fp32, workdir / "model.onnx", x, calib, Path(calib_cache),
+    path, cache, reused = to_int8(fp32, workdir / "model.onnx", x, calib, Path(calib_cache), runtime,
+                                  options.get("quant_format", "qdq"), options.get("reduce_range", False),
                                   progress(f"calibrating int8 ({calib.method}, {len(x)} images)"))
-    note = f"{calib.method} calibration on {len(x)} images; cache {cache.name} ({'reused' if reused else 'new'})"
+    if runtime == "tensorrt":
+        shape = "S8S8 Q/DQ for TensorRT (symmetric, zero points 0, per-channel weights)"
+    else:
+        shape = (f"U8S8 {options['quant_format'].upper()} for ONNX Runtime (uint8 activations, per-channel int8 "
+                 f"weights), reduce_range {'on' if options['reduce_range'] else 'off'} "
+                 f"({options['reduce_range_reason']})")
+    note = (f"{shape}; {calib.method} calibration on {len(x)} images; cache {cache.name} "
+            f"({'reused' if reused else 'new'})")
     return OnnxModel(path, "int8", time.perf_counter() - start, note)
 
 
@@ -212,7 +221,7 @@ TRAIN = Stage("train", TrainedModel, _train, code=_IMAGES, tools=("torch", "torc
 EXPORT = Stage("export", OnnxModel, _export, code=("builders.export", "builders.models"),
                tools=("torch", "torchvision", "onnx"))
 FP16 = Stage("fp16", OnnxModel, _fp16, code=("builders.precision",), tools=("onnx", "onnxconverter-common"))
-INT8 = Stage("int8", OnnxModel, _int8, version="2", code=("builders.precision", *_IMAGES),
+INT8 = Stage("int8", OnnxModel, _int8, version="3", code=("builders.precision", *_IMAGES),
              tools=("onnx", "onnxruntime", "torchvision", "pillow", "numpy"))
 PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing, version="2",
                    code=("builders.preprocess", "builders.dali_pipeline", "builders.datasets"),
@@ -243,13 +252,23 @@ class ModelBuild:
     labels: list
     data: DataSplits
     checkpoint: Path | None
-    variants: dict = field(default_factory=dict)      # precision -> OnnxModel
-    evaluations: dict = field(default_factory=dict)   # precision -> Evaluation
+    variants: dict = field(default_factory=dict)      # precision -> OnnxModel (gpu target: plans' source)
+    evaluations: dict = field(default_factory=dict)   # precision -> Evaluation of `variants`
+    # target -> precision -> OnnxModel / Evaluation, where a target serves another file (cpu: U8S8 int8).
+    target_variants: dict = field(default_factory=dict)
+    target_evaluations: dict = field(default_factory=dict)
     preprocessing: Preprocessing | None = None
     export_parity: ExportParity | None = None
     train_seconds: float | None = None
     torchscript: dict = field(default_factory=dict)   # precision -> builders.torchscript.TorchScriptModel
     torchscript_status: str = ""
+
+    def variants_for(self, target: str) -> dict:
+        """precision -> the OnnxModel the target serves (cpu) or builds its plans from (gpu)."""
+        return {p: self.target_variants.get(target, {}).get(p, v) for p, v in self.variants.items()}
+
+    def evaluation_for(self, target: str, precision: str) -> Evaluation:
+        return self.target_evaluations.get(target, {}).get(precision, self.evaluations[precision])
 
 
 def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
@@ -291,19 +310,32 @@ def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
     if "fp16" in spec.precisions:
         out.variants["fp16"] = FP16(ctx, label=name, fp32=fp32.path)
     if "int8" in spec.precisions:
-        out.variants["int8"] = INT8(ctx, label=name, fp32=fp32.path, calibration=data.calibration,
-                                    inp=spec.input, calib=spec.calibration,
-                                    # By location, not content: its files are keyed by content
-                                    # themselves, and hashing it would make each new entry a miss.
-                                    # One folder per calibrator code and version: ranges made by
-                                    # another one are not reused.
-                                    calib_cache=str(ctx.cache_dir / "calibration" / CALIBRATOR))
+        from builders.precision import cpu_int8_options
+
+        # Both shapes quantize from one calibration: the second finds the first's ranges in the cache.
+        common = dict(fp32=fp32.path, calibration=data.calibration, inp=spec.input, calib=spec.calibration,
+                      # By location, not content: its files are keyed by content themselves, and
+                      # hashing it would make each new entry a miss. One folder per calibrator
+                      # code and version: ranges made by another one are not reused.
+                      calib_cache=str(ctx.cache_dir / "calibration" / CALIBRATOR))
+        out.variants["int8"] = INT8(ctx, label=f"{name}/tensorrt", runtime="tensorrt", options={}, **common)
+        cpu_calib = spec.calibration
+        if cpu_calib.cpu_method:
+            cpu_calib = cpu_calib.model_copy(update={"method": cpu_calib.cpu_method})
+        out.target_variants["cpu"] = {"int8": INT8(ctx, label=f"{name}/onnxruntime", runtime="onnxruntime",
+                                                   options=cpu_int8_options(spec.calibration),
+                                                   **(common | {"calib": cpu_calib}))}
     out.preprocessing = PREPROCESS(ctx, label=name, inp=spec.input, triton=spec.triton, val=data.val)
+
+    def evaluate(variant: OnnxModel, precision: str, label: str) -> Evaluation:
+        return EVALUATE(ctx, label=label, model=variant.path, precision=precision, fp32=fp32.path,
+                        val_tensors=out.preprocessing.val_tensors, val=data.val,
+                        threads=spec.triton.onnx_intra_op_threads)
+
     for precision, variant in out.variants.items():
-        out.evaluations[precision] = EVALUATE(
-            ctx, label=f"{name}/{precision}", model=variant.path, precision=precision, fp32=fp32.path,
-            val_tensors=out.preprocessing.val_tensors, val=data.val,
-            threads=spec.triton.onnx_intra_op_threads)
+        out.evaluations[precision] = evaluate(variant, precision, f"{name}/{precision}")
+    for target, variants in out.target_variants.items():
+        out.target_evaluations[target] = {p: evaluate(v, p, f"{name}/{p}-{target}") for p, v in variants.items()}
     if checkpoint is not None:
         out.export_parity = _export_parity(spec, checkpoint, len(labels), fp32.path, out.preprocessing, data.val)
     from builders.torchscript import build_twin

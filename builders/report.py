@@ -59,6 +59,7 @@ def print_summary(result: "BuildResult", seconds: float) -> None:
                           f"{ts['max_abs_diff_pytorch']:.3g}", _size(rec["bytes"]), f"{ts['seconds']:.1f}s")
             continue
         ev = mm["precisions"][rec["precision"]]
+        ev = ev.get("targets", {}).get(target, ev)  # int8: each target's own model
         if "missing" in rec:
             table.add_row(target, artifact, rec["precision"], "-", "-", "-", "not built", "-", style="yellow")
         elif not ev["runnable"]:
@@ -90,6 +91,11 @@ def print_summary(result: "BuildResult", seconds: float) -> None:
         for precision, ev in mm["precisions"].items():
             if not ev["runnable"]:
                 console.print(f"  [yellow]{precision}[/yellow]: {ev['reason']}", highlight=False)
+            for target, tev in ev.get("targets", {}).items():
+                # The int8 shape per target, and fp16's warning on the cpu target.
+                if precision == "int8" or (precision, target) == ("fp16", "cpu"):
+                    style = "yellow" if precision == "fp16" else "bold"
+                    console.print(f"  [{style}]{precision} on {target}[/{style}]: {tev['notes']}", highlight=False)
         console.print(f"  TensorRT: {mm['tensorrt']['status']}", highlight=False)
         if mm.get("torchscript"):
             console.print(f"  TorchScript (PyTorch-backend twin): {mm['torchscript']['status']}", highlight=False)

@@ -93,7 +93,9 @@ def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Pa
     artifacts[str(definition.relative_to(root))] = {
         "kind": "dali_definition", "target": target, "model": spec.name, **_copy(dali, definition)}
 
-    for precision, variant in build.variants.items():
+    # The cpu target serves ONNX Runtime-shaped int8 (U8S8); the gpu target's plans come from the
+    # TensorRT-shaped one (S8S8 Q/DQ): builders/precision.py.
+    for precision, variant in build.variants_for(target).items():
         eng_dir = base / layout.engine_model(spec.name, precision)
         plan = plans.get(precision)
         per_arch = plan is not None and plan.name != "model.plan" and compute_capability is not None
@@ -122,7 +124,8 @@ def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Pa
         else:
             # The plan needs TensorRT on a GPU; the folder waits for it (docker compose's builder).
             (eng_dir / "1").mkdir(parents=True, exist_ok=True)
-            rec = {"kind": "tensorrt_plan", "missing": "needs a GPU build with TensorRT (docker compose up)"}
+            rec = {"kind": "tensorrt_plan", "missing": "needs a GPU build with TensorRT (docker compose up)",
+                   "onnx_sha256": onnx_sha}
             path = eng_dir / "1" / "model.plan"
         artifacts[str(path.relative_to(root))] = {"target": target, "model": spec.name,
                                                   "precision": precision, **rec}

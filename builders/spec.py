@@ -115,13 +115,27 @@ class Input(_Strict):
 
 
 class Calibration(_Strict):
-    """INT8 post-training quantization (symmetric, per-channel weights, Q/DQ ONNX)."""
+    """INT8 post-training quantization: one calibration, two shapes (builders/precision.py).
+
+    The gpu target's plans come from symmetric S8S8 Q/DQ (zero points 0, per-channel weights);
+    the cpu target serves U8S8 (uint8 activations, per-channel int8 weights) for ONNX Runtime.
+    """
 
     method: Literal["entropy", "max", "percentile"] = "entropy"
     max_images: int = Field(1000, ge=1, le=100_000)
     """Images taken from the calibration split (the lecture's ~1000 by default)."""
     percentile: float = Field(99.999, gt=90, le=100)
     """Used by method 'percentile' only."""
+    cpu_method: Literal["entropy", "max", "percentile"] | None = None
+    """cpu target: its own calibration method; unset: `method`, and one calibration serves both
+    targets. uint8 activations have twice the steps of int8 ones on the positive side, so
+    entropy's clipping can cost more than it saves there (the demo: build.toml)."""
+    cpu_format: Literal["qdq", "qoperator"] = "qdq"
+    """cpu target: Q/DQ nodes around float ops (ONNX Runtime's preferred form) or QLinearConv-style
+    QOperator nodes."""
+    cpu_reduce_range: bool | Literal["auto"] = "auto"
+    """cpu target: 7-bit weights, which avoid integer saturation on x86 CPUs without VNNI. `auto`:
+    on when the build machine is an x86 CPU without VNNI (build where you serve, or set it)."""
 
 
 class Triton(_Strict):

@@ -129,7 +129,8 @@ def build_twin(spec, checkpoint: Path | None, num_classes: int, val_tensors: Pat
         return {}, "off (torchscript = false)"
     if checkpoint is None:
         return {}, "not built: source.kind = 'onnx' has no PyTorch model"
-    stage = Stage("torchscript", TorchScriptModel, _torchscript)
+    stage = Stage("torchscript", TorchScriptModel, _torchscript, code=("builders.torchscript", "builders.models"),
+                  tools=("torch", "torchvision", "numpy"))
     out = {}
     for precision in (p for p in TORCH_PRECISIONS if p in spec.precisions):
         out[precision] = stage(ctx, label=f"{spec.name}/{precision}", checkpoint=checkpoint, arch=spec.source.arch,

@@ -89,7 +89,10 @@ def test_demo_meets_accuracy_targets(manifest):
     fp32 = m["precisions"]["fp32"]["accuracy"]
     assert m["export"]["pytorch_accuracy"] >= 0.90
     assert fp32 >= 0.90
-    assert abs(m["precisions"]["int8"]["accuracy"] - fp32) <= 0.01
+    for target in ("cpu", "gpu"):  # U8S8 served on cpu, S8S8 Q/DQ as the gpu plans' source
+        assert abs(m["precisions"]["int8"]["targets"][target]["accuracy"] - fp32) <= 0.01, target
+    assert m["precisions"]["int8"]["targets"]["cpu"]["top1_agreement_fp32"] >= 0.99
+    assert m["precisions"]["int8"]["accuracy"] == m["precisions"]["int8"]["targets"]["cpu"]["accuracy"]
 
 
 def test_onnx_matches_pytorch(manifest):
@@ -115,8 +118,58 @@ def test_fp16_keeps_fp32_io(built_repo):
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
 
 
-def test_int8_qdq_is_what_tensorrt_takes(built_repo):
-    model = onnx.load(built_repo / "cpu" / layout.engine_model("digits", "int8") / "1" / "model.onnx")
+@pytest.fixture(scope="module")
+def demo_build(built_repo, build_cache):
+    """The builder's in-memory result for the demo, from the stage cache the session build filled."""
+    from builders.pipeline import build_model
+    from builders.stages import BuildContext
+
+    ctx = BuildContext(build_cache)
+    b = build_model(load_spec(ROOT / "build.toml").models[0], ctx)
+    assert all(r.cached for r in ctx.records)
+    return b
+
+
+def _zero_point_types(model: onnx.ModelProto) -> set:
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {inits[n.input[2]].dtype for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2}
+
+
+def test_gpu_target_gets_the_tensorrt_int8(demo_build, manifest):
+    """The plan's source is the S8S8 Q/DQ model, never the cpu target's U8S8 one."""
+    from builders.stages import hash_path
+
+    gpu_onnx = demo_build.variants_for("gpu")["int8"].path
+    (plan,) = [r for r in manifest["artifacts"].values()
+               if r["target"] == "gpu" and r.get("precision") == "int8"]
+    assert plan["onnx_sha256"] == hash_path(gpu_onnx)
+    assert manifest["models"]["digits"]["precisions"]["int8"]["targets"]["gpu"]["onnx_sha256"] == hash_path(gpu_onnx)
+    assert _zero_point_types(onnx.load(gpu_onnx)) == {np.dtype(np.int8)}
+
+
+def test_cpu_target_serves_onnxruntime_int8(built_repo, demo_build, manifest):
+    """U8S8 for ONNX Runtime: uint8 activations with zero points, int8 per-channel weights."""
+    from builders.engine import check_onnx_for_tensorrt
+    from builders.stages import hash_path
+
+    served = built_repo / "cpu" / layout.engine_model("digits", "int8") / "1" / "model.onnx"
+    assert hash_path(served) == hash_path(demo_build.variants_for("cpu")["int8"].path)
+    assert hash_path(served) != hash_path(demo_build.variants_for("gpu")["int8"].path)
+    model = onnx.load(served)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    acts = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert acts and all(z.dtype == np.uint8 for z in acts)
+    assert any(np.any(z != 0) for z in acts)  # asymmetric: some activation is not centred on 0
+    weights = [inits[n.input[0]] for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    assert len(weights) > 10 and all(w.dtype == np.int8 for w in weights)
+    assert any("zero point" in p for p in check_onnx_for_tensorrt(served, "int8"))  # not TensorRT's shape
+    notes = manifest["models"]["digits"]["precisions"]["int8"]["targets"]["cpu"]["notes"]
+    assert "U8S8 QDQ" in notes and "reduce_range" in notes
+
+
+def test_int8_qdq_is_what_tensorrt_takes(demo_build):
+    model = onnx.load(demo_build.variants_for("gpu")["int8"].path)
     assert model.opset_import[0].version >= 13
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -140,8 +193,7 @@ def test_int8_qdq_is_what_tensorrt_takes(built_repo):
     assert per_channel > 10
     from builders.engine import check_onnx_for_tensorrt
 
-    assert check_onnx_for_tensorrt(built_repo / "cpu" / layout.engine_model("digits", "int8") / "1" / "model.onnx",
-                                   "int8") == []
+    assert check_onnx_for_tensorrt(demo_build.variants_for("gpu")["int8"].path, "int8") == []
 
 
 def test_manifest_records_versions_hashes_and_figures(manifest, built_repo):
@@ -269,12 +321,54 @@ def test_unchanged_rebuild_is_cached_and_does_not_recalibrate(built_repo, build_
     monkeypatch.setattr(precision, "calibrate", no_calibration)
     result = build(_small_spec(tmp_path / "repo"), cache_dir=build_cache, quiet=True)
     assert all(r.cached for r in result.records)
-    # Without its stage entry the int8 variant is rebuilt, but the ranges come from the cache file.
+    # Without their stage entries both int8 shapes are rebuilt, but from the one cached calibration.
     shutil.rmtree(build_cache / "int8")
     rebuilt = build(_small_spec(tmp_path / "repo"), cache_dir=build_cache, quiet=True)
     rerun = [r.name for r in rebuilt.records if not r.cached]
-    assert "int8[digits]" in rerun and set(rerun) <= {"int8[digits]", "evaluate[digits/int8]"}
-    assert "(reused)" in rebuilt.manifest["models"]["digits"]["precisions"]["int8"]["notes"]
+    assert {"int8[digits/tensorrt]", "int8[digits/onnxruntime]"} <= set(rerun)
+    assert set(rerun) <= {"int8[digits/tensorrt]", "int8[digits/onnxruntime]", "evaluate[digits/int8]",
+                          "evaluate[digits/int8-cpu]"}
+    for target in ("cpu", "gpu"):
+        assert "(reused)" in rebuilt.manifest["models"]["digits"]["precisions"]["int8"]["targets"][target]["notes"]
+
+
+def test_calibration_is_shared_where_the_method_allows(demo_build):
+    from builders.precision import calibration_key
+    from builders.spec import Calibration
+
+    fp32, x = demo_build.variants["fp32"].path, np.zeros((2, 3, 32, 32), np.float32)
+    for method, shared in (("entropy", True), ("max", True), ("percentile", False)):
+        c = Calibration(method=method)
+        assert (calibration_key(fp32, x, c, symmetric=True) == calibration_key(fp32, x, c, symmetric=False)) is shared
+
+
+def test_cpu_int8_options(monkeypatch):
+    from builders import precision
+    from builders.spec import Calibration
+
+    for vnni, reduce in ((True, False), (False, True), (None, False)):
+        monkeypatch.setattr(precision, "cpu_has_vnni", lambda v=vnni: v)
+        opts = precision.cpu_int8_options(Calibration())
+        assert opts["reduce_range"] is reduce and opts["reduce_range_reason"].startswith("auto")
+    opts = precision.cpu_int8_options(Calibration(cpu_reduce_range=True, cpu_format="qoperator"))
+    assert opts == {"quant_format": "qoperator", "reduce_range": True, "reduce_range_reason": "set in the spec"}
+    assert "cpu_reduce_range" in _spec_error({"models": [{"calibration": {"cpu_reduce_range": "sometimes"}}]})
+    assert "cpu_format" in _spec_error({"models": [{"calibration": {"cpu_format": "qlinear"}}]})
+
+
+def test_reduce_range_keeps_weights_in_seven_bits(demo_build, build_cache, tmp_path):
+    from builders.precision import to_int8
+    from builders.spec import Calibration
+
+    # Only an image's worth of data: the point is the weight range, which calibration does not touch.
+    x = np.load(demo_build.preprocessing.val_tensors)[:1]
+    path, _, _ = to_int8(demo_build.variants["fp32"].path, tmp_path / "rr.onnx", x, Calibration(method="max"),
+                         tmp_path / "calib", "onnxruntime", "qdq", reduce_range=True)
+    model = onnx.load(path)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    weights = [inits[n.input[0]] for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
 
 
 def test_failed_build_leaves_previous_repository(built_repo, build_cache, tmp_path, monkeypatch):
@@ -344,7 +438,7 @@ def test_building_one_target_keeps_the_other(built_repo, build_cache, tmp_path):
     result = build(_small_spec(out), cache_dir=build_cache, quiet=True)  # targets = cpu only
     gpu_ensemble = out / "gpu" / layout.ensemble_model("digits", "int8") / "config.pbtxt"
     assert gpu_ensemble.is_file()
-    assert (out / "gpu" / layout.preprocess_model("digits") / "1" / "model.dali").is_file()
+    assert (out / "gpu" / layout.preprocess_model("digits") / "1" / layout.DALI_DEFINITION).is_file()
     assert set(result.manifest["targets"]) == {"cpu", "gpu"}
     assert any(r["target"] == "gpu" for r in result.manifest["artifacts"].values())
 
@@ -392,11 +486,11 @@ def test_onnx_source(built_repo, demo_data, tmp_path):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_every_built_variant_passes_the_tensorrt_onnx_checks(built_repo, precision):
+def test_every_built_variant_passes_the_tensorrt_onnx_checks(demo_build, precision):
+    """The gpu target's plans are built from these (int8: the S8S8 one, not the cpu target's U8S8)."""
     from builders.engine import check_onnx_for_tensorrt
 
-    path = built_repo / "cpu" / layout.engine_model("digits", precision) / "1" / "model.onnx"
-    assert check_onnx_for_tensorrt(path, precision) == []
+    assert check_onnx_for_tensorrt(demo_build.variants_for("gpu")[precision].path, precision) == []
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu"])

@@ -163,7 +163,12 @@ def test_verify_passes_with_defaults(server, manifest_path, tmp_path, capsys):
     assert report["verdict"] == "PASS"
     assert {r["precision"] for r in report["results"]} == {"fp32", "fp16", "int8"}
     fp32 = next(r for r in report["results"] if r["precision"] == "fp32")
-    assert fp32["top1_agreement"] == 1.0 and fp32["max_abs_diff"] < 1e-3
+    # Network parity (vs PyTorch on the served preprocessing output) to float rounding; end to end
+    # (vs PyTorch on torchvision's transform) the one-level preprocessing noise shows in the logits.
+    assert fp32["network_max_abs_diff"] < 1e-3 and fp32["network_top1_agreement"] == 1.0
+    assert fp32["top1_agreement"] >= 0.99 and fp32["max_abs_diff"] < 1.0
+    pre = report["preprocessing"][fp32["model"]]
+    assert pre["status"] == "PASS" and pre["device"] == "cpu" and pre["max_levels"] <= 2.5
     assert report["server"]["version"]   # the server's Triton version is reported
     assert "onnxruntime" in report["tensorrt"][fp32["model"]]
 

@@ -28,7 +28,7 @@ def _val_tensors(built_repo: Path, manifest: dict, limit: int = 64) -> tuple[np.
 
     files = load_image_folder(load_manifest(built_repo).models[NAME].val).files[:limit]
     encoded = [f.read_bytes() for f in files]
-    pre = CpuPreprocessor(built_repo / "cpu" / layout.preprocess_model(NAME) / "1" / "model.dali")
+    pre = CpuPreprocessor(built_repo / "cpu" / layout.preprocess_model(NAME) / "1" / layout.DALI_DEFINITION)
     x = np.concatenate([pre([np.frombuffer(e, np.uint8) for e in encoded[i: i + pre.max_batch_size]])
                         for i in range(0, len(encoded), pre.max_batch_size)])
     return x, encoded
