@@ -119,15 +119,9 @@ def test_fp16_keeps_fp32_io(built_repo):
 
 
 @pytest.fixture(scope="module")
-def demo_build(built_repo, build_cache):
-    """The builder's in-memory result for the demo, from the stage cache the session build filled."""
-    from builders.pipeline import build_model
-    from builders.stages import BuildContext
-
-    ctx = BuildContext(build_cache)
-    b = build_model(load_spec(ROOT / "build.toml").models[0], ctx)
-    assert all(r.cached for r in ctx.records)
-    return b
+def demo_model(demo_build):
+    """The builder's in-memory result (ModelBuild) for the demo, from the session's build."""
+    return demo_build.models[0]
 
 
 def _zero_point_types(model: onnx.ModelProto) -> set:
@@ -135,11 +129,11 @@ def _zero_point_types(model: onnx.ModelProto) -> set:
     return {inits[n.input[2]].dtype for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2}
 
 
-def test_gpu_target_gets_the_tensorrt_int8(demo_build, manifest):
+def test_gpu_target_gets_the_tensorrt_int8(demo_model, manifest):
     """The plan's source is the S8S8 Q/DQ model, never the cpu target's U8S8 one."""
     from builders.stages import hash_path
 
-    gpu_onnx = demo_build.variants_for("gpu")["int8"].path
+    gpu_onnx = demo_model.variants_for("gpu")["int8"].path
     (plan,) = [r for r in manifest["artifacts"].values()
                if r["target"] == "gpu" and r.get("precision") == "int8"]
     assert plan["onnx_sha256"] == hash_path(gpu_onnx)
@@ -147,14 +141,14 @@ def test_gpu_target_gets_the_tensorrt_int8(demo_build, manifest):
     assert _zero_point_types(onnx.load(gpu_onnx)) == {np.dtype(np.int8)}
 
 
-def test_cpu_target_serves_onnxruntime_int8(built_repo, demo_build, manifest):
+def test_cpu_target_serves_onnxruntime_int8(built_repo, demo_model, manifest):
     """U8S8 for ONNX Runtime: uint8 activations with zero points, int8 per-channel weights."""
     from builders.engine import check_onnx_for_tensorrt
     from builders.stages import hash_path
 
     served = built_repo / "cpu" / layout.engine_model("digits", "int8") / "1" / "model.onnx"
-    assert hash_path(served) == hash_path(demo_build.variants_for("cpu")["int8"].path)
-    assert hash_path(served) != hash_path(demo_build.variants_for("gpu")["int8"].path)
+    assert hash_path(served) == hash_path(demo_model.variants_for("cpu")["int8"].path)
+    assert hash_path(served) != hash_path(demo_model.variants_for("gpu")["int8"].path)
     model = onnx.load(served)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     acts = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
@@ -168,8 +162,8 @@ def test_cpu_target_serves_onnxruntime_int8(built_repo, demo_build, manifest):
     assert "U8S8 QDQ" in notes and "reduce_range" in notes
 
 
-def test_int8_qdq_is_what_tensorrt_takes(demo_build):
-    model = onnx.load(demo_build.variants_for("gpu")["int8"].path)
+def test_int8_qdq_is_what_tensorrt_takes(demo_model):
+    model = onnx.load(demo_model.variants_for("gpu")["int8"].path)
     assert model.opset_import[0].version >= 13
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -193,7 +187,7 @@ def test_int8_qdq_is_what_tensorrt_takes(demo_build):
     assert per_channel > 10
     from builders.engine import check_onnx_for_tensorrt
 
-    assert check_onnx_for_tensorrt(demo_build.variants_for("gpu")["int8"].path, "int8") == []
+    assert check_onnx_for_tensorrt(demo_model.variants_for("gpu")["int8"].path, "int8") == []
 
 
 def test_manifest_records_versions_hashes_and_figures(manifest, built_repo):
@@ -332,11 +326,11 @@ def test_unchanged_rebuild_is_cached_and_does_not_recalibrate(built_repo, build_
         assert "(reused)" in rebuilt.manifest["models"]["digits"]["precisions"]["int8"]["targets"][target]["notes"]
 
 
-def test_calibration_is_shared_where_the_method_allows(demo_build):
+def test_calibration_is_shared_where_the_method_allows(demo_model):
     from builders.precision import calibration_key
     from builders.spec import Calibration
 
-    fp32, x = demo_build.variants["fp32"].path, np.zeros((2, 3, 32, 32), np.float32)
+    fp32, x = demo_model.variants["fp32"].path, np.zeros((2, 3, 32, 32), np.float32)
     for method, shared in (("entropy", True), ("max", True), ("percentile", False)):
         c = Calibration(method=method)
         assert (calibration_key(fp32, x, c, symmetric=True) == calibration_key(fp32, x, c, symmetric=False)) is shared
@@ -356,13 +350,13 @@ def test_cpu_int8_options(monkeypatch):
     assert "cpu_format" in _spec_error({"models": [{"calibration": {"cpu_format": "qlinear"}}]})
 
 
-def test_reduce_range_keeps_weights_in_seven_bits(demo_build, build_cache, tmp_path):
+def test_reduce_range_keeps_weights_in_seven_bits(demo_model, build_cache, tmp_path):
     from builders.precision import to_int8
     from builders.spec import Calibration
 
     # Only an image's worth of data: the point is the weight range, which calibration does not touch.
-    x = np.load(demo_build.preprocessing.val_tensors)[:1]
-    path, _, _ = to_int8(demo_build.variants["fp32"].path, tmp_path / "rr.onnx", x, Calibration(method="max"),
+    x = np.load(demo_model.preprocessing.val_tensors)[:1]
+    path, _, _ = to_int8(demo_model.variants["fp32"].path, tmp_path / "rr.onnx", x, Calibration(method="max"),
                          tmp_path / "calib", "onnxruntime", "qdq", reduce_range=True)
     model = onnx.load(path)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -486,11 +480,11 @@ def test_onnx_source(built_repo, demo_data, tmp_path):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_every_built_variant_passes_the_tensorrt_onnx_checks(demo_build, precision):
+def test_every_built_variant_passes_the_tensorrt_onnx_checks(demo_model, precision):
     """The gpu target's plans are built from these (int8: the S8S8 one, not the cpu target's U8S8)."""
     from builders.engine import check_onnx_for_tensorrt
 
-    assert check_onnx_for_tensorrt(demo_build.variants_for("gpu")[precision].path, precision) == []
+    assert check_onnx_for_tensorrt(demo_model.variants_for("gpu")[precision].path, precision) == []
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu"])
