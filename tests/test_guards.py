@@ -182,7 +182,7 @@ def test_manifest_agreement_and_accuracy_are_what_the_repository_gives(built_rep
 
     name = "digits"
     cpu = built_repo / "cpu"
-    val = load_image_folder(Path(manifest["models"][name]["data"]["val"]))
+    val = load_image_folder(built_repo / manifest["models"][name]["data"]["val"])   # relative to the manifest
     encoded, targets = val.encoded(), np.asarray(val.targets)
     pre = CpuPreprocessor(cpu / layout.preprocess_model(name) / "1" / layout.DALI_DEFINITION)
     x = np.concatenate([pre(list(pad_batch(encoded[i: i + 32]))) for i in range(0, len(encoded), 32)])

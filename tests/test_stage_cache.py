@@ -84,8 +84,10 @@ def chain(tmp_path):
            "PYTHONDONTWRITEBYTECODE": "1"}
 
     def run() -> dict:
+        # Not from the checkout: `pip install -e .` leaves an .egg-info there, and `python -c` puts
+        # the working directory first on sys.path, ahead of the fake installed distributions.
         done = subprocess.run([sys.executable, "-c", RUNNER, str(cache)], env=env, capture_output=True,
-                              text=True, timeout=120)
+                              text=True, timeout=120, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout.strip().splitlines()[-1])
 
