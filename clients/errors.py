@@ -84,6 +84,10 @@ def is_connection_lost(err: BaseException) -> bool:
 
     if isinstance(err, InferenceServerException):
         text = str(err.message() or "").lower()
+        if "failed to connect to all addresses" in text:
+            # gRPC could not (re)connect, so the request was never sent: a reset while connecting
+            # (a proxy or a restarting server refusing) is an unreachable server, worth retrying.
+            return False
         return "UNAVAILABLE" in str(err.status() or "") and any(
             w in text for w in ("socket closed", "connection reset", "goaway", "recvmsg", "broken pipe"))
     return False
