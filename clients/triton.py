@@ -409,11 +409,12 @@ class TritonClient(_Common):
             latency = time.perf_counter() - start
         return Prediction(model, logits, softmax_top_k(logits, labels, top_k), latency)
 
-    def preprocess(self, model: str, images: Sequence[bytes] | np.ndarray) -> np.ndarray:
+    def preprocess(self, model: str, images: Sequence[bytes] | np.ndarray, config: dict | None = None) -> np.ndarray:
         """The output tensor of a preprocessing model (`<name>_preprocess`: encoded images in,
-        float32 [N, 3, crop, crop] out), in one request: what the ensemble hands its network."""
+        float32 [N, 3, crop, crop] out), in one request: what the ensemble hands its network.
+        config: the model's config (model_config), to save asking the server for it per request."""
         batch = as_padded(images)
-        config = self.model_config(model)
+        config = config or self.model_config(model)
         inp = self._mod.InferInput(config["input"][0]["name"], list(batch.shape), "UINT8")
         inp.set_data_from_numpy(batch)
         out_name = config["output"][0]["name"]

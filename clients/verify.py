@@ -171,10 +171,12 @@ class _Reference:
 def _served_preprocessing(client, name: str, padded: np.ndarray, batch: int) -> tuple[np.ndarray, str]:
     """The served preprocessing model's output on every image, and the device it runs on."""
     model = layout.preprocess_model(name)
-    groups = client.model_config(model).get("instance_group") or [{}]
+    config = client.model_config(model)
+    groups = config.get("instance_group") or [{}]
     device = "gpu" if any(g.get("kind") == "KIND_GPU" for g in groups) else "cpu"
-    size = min(batch, int(client.model_config(model).get("max_batch_size") or batch))
-    out = np.concatenate([client.preprocess(model, padded[i: i + size]) for i in range(0, len(padded), size)])
+    size = min(batch, int(config.get("max_batch_size") or batch))
+    out = np.concatenate([client.preprocess(model, padded[i: i + size], config)
+                          for i in range(0, len(padded), size)])
     return out, device
 
 

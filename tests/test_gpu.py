@@ -1,10 +1,11 @@
 """The gpu target's preprocessing on a real GPU (issue 7).
 
-The gpu variant of `model.dali` is serialized here exactly as the builder does it on a machine
-without a GPU (`builders.preprocess.serialize`, device_id=None), then deserialized and run on
-GPU 0. Its output is compared with the cpu variant on the same images, and padded batches,
-ragged batches and max_batch_size are checked to behave as on CPU. The last test runs the local
-server's DALI stand-in (serving/backends/dali/model.py) with a KIND_GPU instance.
+The gpu variant's pipeline definition (`dali.py`, as the builder writes it) is serialized without
+a GPU (`builders.preprocess.serialize`, device_id=None), then deserialized and run on GPU 0. Its
+output is compared with the cpu variant on the same images, and padded batches, ragged batches and
+max_batch_size are checked to behave as on CPU. The real local server then serves the gpu variant
+through the DALI stand-in with a KIND_GPU instance, and the gpu variant is compared with
+torchvision's transform on the photo set (builders.preprocess.GPU_TOLERANCE).
 
 Skipped, with the reason, where there is no CUDA GPU or DALI cannot run a GPU pipeline (CI).
 Set GPU_TEST_REPORT=<file.json> to keep the measured GPU-vs-CPU differences.
