@@ -43,8 +43,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.served_preprocess_bench import server_stats  # noqa: E402
-from builders import layout  # noqa: E402
-from builders.preprocess import CpuPreprocessor, pad_batch  # noqa: E402
+from contract import layout
+from contract.images import pad_batch
+from contract.preprocess import CpuPreprocessor
 from serving.closed_loop import closed_loop  # noqa: E402
 
 ORDER = ("fp32", "int8", "fp16")
@@ -109,7 +110,7 @@ def _resnet18_inputs(workdir: Path, n_val: int, n_calib: int) -> tuple[Path, Pat
 def build_repository(model: str, args) -> tuple[Path, object]:
     """Build `model`'s cpu target; returns (repository/cpu, the builder's ModelBuild)."""
     from builders.build import build
-    from builders.spec import load_spec, parse_spec
+    from contract.spec import load_spec, parse_spec
 
     out = args.workdir / model / "model_repository"
     if model == "demo":
@@ -252,7 +253,7 @@ def main(argv=None) -> int:
         name = mb.spec.name
         files = {p: v.path for p, v in mb.variants_for("cpu").items()}
         files["int8_tensorrt_qdq"] = mb.variants_for("gpu")["int8"].path  # why the cpu target does not serve it
-        from builders.datasets import load_image_folder
+        from contract.images import load_image_folder
 
         encoded = [f.read_bytes() for f in load_image_folder(mb.data.val).files]
         x = np.load(mb.preprocessing.val_tensors)

@@ -5,7 +5,7 @@
 
 For each model (`demo`: MobileNetV3-small at 32, `resnet50`: ResNet-50 at 224 from resize 256; both
 with RANDOM weights, so the figures are throughput, latency and logit agreement, never accuracy)
-it writes a Triton repository with the builder's own pieces (builders.preprocess.write_definition
+it writes a Triton repository with the builder's own pieces (contract.preprocess.write_definition
 for dali.py, builders.torchscript.script_model for model.pt, builders.triton_config for the configs
 of `<name>_preprocess`, `<name>_<precision>_torch_infer` and the ensemble `<name>_<precision>_torch`),
 serves it with serving.local_server.LocalTritonServer (DALI and PyTorch stand-ins on the instance's
@@ -42,10 +42,12 @@ if str(ROOT) not in sys.path:
 from benchmarks.jpegs import make_jpegs  # noqa: E402
 from benchmarks.loadgen import client_cores, run_load  # noqa: E402
 from benchmarks.server_evidence import GpuSampler, perf_analyzer, server_statistics, step_breakdown  # noqa: E402
-from builders import layout, triton_config  # noqa: E402
-from builders.preprocess import load_pipeline, pad_batch, write_definition  # noqa: E402
-from builders.spec import Input, ModelSpec, Triton  # noqa: E402
+from builders import triton_config
 from builders.torchscript import RELATIVE_TOLERANCE, script_model  # noqa: E402
+from contract import layout
+from contract.images import pad_batch
+from contract.preprocess import load_pipeline, write_definition
+from contract.spec import Input, ModelSpec, Triton
 
 MODELS = {  # name -> (torchvision arch, classes, resize, crop)
     "demo": ("mobilenet_v3_small", 10, 36, 32),

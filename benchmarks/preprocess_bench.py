@@ -3,7 +3,7 @@
     python benchmarks/preprocess_bench.py --out results/preprocess_bench          # full sweep
     python benchmarks/preprocess_bench.py --out /tmp/pb --quick                    # smoke run
 
-Every DALI row runs the very artifact the builder writes: `builders.preprocess.serialize` (without
+Every DALI row runs the very artifact the builder writes: `contract.preprocess.serialize` (without
 a GPU, device_id=None), deserialized here with the row's device, num_threads and batch size. DALI
 GPU rows sweep hw_decoder_load, batch size, num_threads and the number of concurrent pipelines
 (Triton's instance count for the DALI model); their output stays on the GPU, as it does when DALI
@@ -37,9 +37,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.jpegs import make_jpegs  # noqa: E402
-from builders.layout import DALI_INPUT  # noqa: E402
-from builders.preprocess import dali_gpu_support, reference_preprocess, serialize  # noqa: E402
-from builders.spec import Input, Triton  # noqa: E402
+from contract.layout import DALI_INPUT
+from contract.preprocess import dali_gpu_support, reference_preprocess, serialize
+from contract.spec import Input, Triton
 
 
 def _csv(kind):

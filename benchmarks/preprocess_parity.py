@@ -9,7 +9,7 @@ builders/photos.py (portrait, landscape, square, 35x47 to 1280x854, gray, 4:2:0/
 `--device gpu` on GPU 0 (nvJPEG); every image is compared with torchvision `Resize`, `CenterCrop`,
 `ToTensor`, `Normalize` on the PIL image. Printed and written: per-image mean, p99 and max |Δ| in
 pixel levels, the worst images, and whether each is inside the builder's tolerance for the device
-(builders.preprocess.CPU_TOLERANCE / GPU_TOLERANCE). Exit status 1 when one is outside.
+(contract.preprocess.CPU_TOLERANCE / GPU_TOLERANCE). Exit status 1 when one is outside.
 """
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import layout
 from builders.photos import write_photo_set
-from builders.preprocess import load_pipeline, pad_batch, parity, reference_preprocess, reference_transform
-from builders.preprocess import write_definition
-from builders.spec import Input
+from contract import layout
+from contract.images import pad_batch
+from contract.preprocess import load_pipeline, parity, reference_preprocess, reference_transform
+from contract.preprocess import write_definition
+from contract.spec import Input
 
 SIZES = ((256, 224), (36, 32))
 

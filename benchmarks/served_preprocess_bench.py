@@ -3,7 +3,7 @@
     python benchmarks/served_preprocess_bench.py --out docs/gpu_preprocess/served.json
     python benchmarks/served_preprocess_bench.py --cpu-smoke      # no GPU: the same flow with the cpu variant
 
-Builds the gpu variant of model.dali exactly as the builder does (`builders.preprocess.serialize`,
+Builds the gpu variant of model.dali exactly as the builder does (`contract.preprocess.serialize`,
 resize 256, crop 224, no GPU needed) into a temporary Triton repository holding only that DALI model
 (config from `builders.triton_config.preprocess_config(spec, "gpu")`: KIND_GPU, the spec's instance
 count, num_threads), starts `serving.local_server.LocalTritonServer` on it (the python DALI stand-in
@@ -41,10 +41,12 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.jpegs import make_jpegs  # noqa: E402
 from benchmarks.preprocess_bench import _repeat, _timed_loops, dali_gpu_support, environment  # noqa: E402
-from builders import layout, triton_config  # noqa: E402
+from builders import triton_config
+from contract import layout
+from contract.images import pad_batch
+from contract.preprocess import serialize
+from contract.spec import Input, ModelSpec, Triton
 from serving.closed_loop import closed_loop  # noqa: E402
-from builders.preprocess import pad_batch, serialize  # noqa: E402
-from builders.spec import Input, ModelSpec, Triton  # noqa: E402
 
 
 def parse_args(argv=None):

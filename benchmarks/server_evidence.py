@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import layout
+from contract import layout
 
 
 class GpuSampler:

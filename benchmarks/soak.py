@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from builders import layout  # noqa: E402
-from builders.manifest import load_manifest  # noqa: E402
+from contract import layout
+from contract.manifest import load_manifest
 
 
 def parse_args(argv=None):
@@ -110,9 +110,9 @@ def slope_mib_per_min(t: list[float], y: list[float]) -> float:
 
 
 def run(args) -> dict:
-    from builders.datasets import load_image_folder
-    from builders.preprocess import pad_batch
     from clients.triton import TritonClient, TritonClientError
+    from contract.images import load_image_folder
+    from contract.images import pad_batch
     from serving.local_server import LocalTritonServer, free_port
 
     duration = 60.0 if args.quick else args.duration

@@ -5,30 +5,21 @@ import dataclasses
 import datetime
 import platform
 import shutil
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from builders import layout, releases
-from builders.manifest import FORMAT_VERSION, file_names_only, read_record, write_manifest
 from builders.pipeline import ModelBuild, build_model
+from builders.report import BuildResult
 from builders.repository import bundle_val, recover, staging_dir, swap_in, write_target
-from builders.preprocess import describe_transform
-from builders.spec import BuildSpec
 from builders.stages import BuildContext
+from contract import layout, releases
+from contract.manifest import FORMAT_VERSION, file_names_only, read_record, write_manifest
+from contract.preprocess import describe_transform
+from contract.spec import BuildSpec
 
 
 class BuildError(RuntimeError):
     """A stage failed; the message says which and why. The previous repository is untouched."""
-
-
-@dataclass
-class BuildResult:
-    spec: BuildSpec
-    models: list[ModelBuild]
-    manifest: dict
-    records: list = field(default_factory=list)
-    plan_status: dict = field(default_factory=dict)   # model -> message about TensorRT plans
 
 
 def tool_versions() -> dict[str, str | None]:
@@ -52,6 +43,18 @@ def _plans_for(build: ModelBuild, ctx: BuildContext, release: releases.Release,
     Returns (precision -> plan file, status line, manifest info, compute capability)."""
     from builders import engine
     from builders.pipeline import PLAN
+
+    # TensorRT's ONNX rules are checked on every machine, before any TensorRT is needed: a variant
+    # the parser would reject (or that is not the precision it claims) fails the build here, not
+    # later in the GPU container.
+    implicit = build.spec.engine.int8_implicit_calibrator
+    for precision, variant in build.variants_for("gpu").items():
+        source, as_precision = ((build.variants["fp32"].path, "fp32") if precision == "int8" and implicit
+                                else (variant.path, precision))
+        problems = engine.check_onnx_for_tensorrt(source, as_precision, layout.ENGINE_INPUT)
+        if problems:
+            raise engine.EngineBuildError(f"{build.spec.name}/{precision}: TensorRT would not take "
+                                          f"{source.name}: " + "; ".join(problems))
 
     ok, reason = engine.tensorrt_available()
     if not ok:

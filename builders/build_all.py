@@ -19,7 +19,7 @@ if __package__ in (None, ""):
     # `python builders/build_all.py` puts builders/ on sys.path, not the project root.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from builders.spec import PRECISIONS, TARGETS, BuildSpec, SpecError, load_spec  # noqa: E402
+from contract.spec import PRECISIONS, TARGETS, BuildSpec, SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPEC = ROOT / "build.toml"
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="rerun every stage, ignoring cached results (calibration caches, keyed by "
                         "model, data and method, are still reused)")
     p.add_argument("--release", default=os.environ.get("TRITON_RELEASE") or None, metavar="YY.MM",
-                   help="Triton release the gpu target is built for (builders/releases.py); plans need "
+                   help="Triton release the gpu target is built for (contract/releases.py); plans need "
                         "its TensorRT; default: $TRITON_RELEASE, else the matrix's default")
     p.add_argument("--require-plans", action="store_true",
                    help="fail (exit 1) when TensorRT plans cannot be built here instead of skipping "
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]spec error:[/red] {err}", highlight=False)
         return 2
     from builders.build import BuildError, build
-    from builders.releases import UnknownRelease, release
+    from contract.releases import UnknownRelease, release
 
     try:
         release(args.release)

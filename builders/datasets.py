@@ -6,51 +6,14 @@ in sorted order, as torchvision's ImageFolder does it.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 DEMO_LABELS = tuple(str(d) for d in range(10))
 DEMO_IMAGE_SIZE = 48       # stored JPEG side: larger than the 32 px model input, so resize is real
 DEMO_SPLITS = {"train": 0.6, "val": 0.2, "calibration": 0.2}
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """A labeled image folder: file paths with class indices, and the class names."""
-
-    root: Path
-    files: tuple[Path, ...]
-    targets: tuple[int, ...]
-    classes: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def encoded(self, limit: int | None = None) -> list[bytes]:
-        return [p.read_bytes() for p in self.files[:limit]]
-
-
-def load_image_folder(root: Path) -> ImageSet:
-    """Read an ImageFolder directory; errors name the folder and what is wrong with it."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
-    classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir()))
-    if not classes:
-        raise ValueError(f"image folder {root} has no class sub-folders (expected <root>/<label>/<image>)")
-    files, targets = [], []
-    for idx, cls in enumerate(classes):
-        for f in sorted((root / cls).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                targets.append(idx)
-    if not files:
-        raise ValueError(f"image folder {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return ImageSet(root, tuple(files), tuple(targets), classes)
 
 
 def write_demo_dataset(out: Path, seed: int = 0) -> dict[str, Path]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from builders.layout import ENGINE_INPUT, ENGINE_OUTPUT
+from contract.layout import ENGINE_INPUT, ENGINE_OUTPUT
 
 
 def export_onnx(model: torch.nn.Module, crop: int, path: Path, opset: int = 17) -> Path:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torchvision
 
-from builders.datasets import ImageSet
-from builders.preprocess import reference_preprocess, reference_transform
-from builders.spec import Input
+from contract.images import ImageSet
+from contract.preprocess import reference_preprocess, reference_transform
+from contract.spec import Input
 
 Progress = Callable[[int, int], None]  # (done, total)
 

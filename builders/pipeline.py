@@ -14,10 +14,11 @@ from typing import Callable
 
 import numpy as np
 
-from builders import layout
-from builders.datasets import DEMO_LABELS, load_image_folder, write_demo_dataset
-from builders.spec import Calibration, Input, ModelSpec, Source, Triton
+from builders.datasets import DEMO_LABELS, write_demo_dataset
 from builders.stages import BuildContext, Stage, made_by
+from contract import layout
+from contract.images import load_image_folder
+from contract.spec import Calibration, Input, ModelSpec, Source, Triton
 
 ProgressFactory = Callable[[str], Callable[[int, int], None]]  # description -> update(done, total)
 
@@ -64,7 +65,7 @@ class Preprocessing:
     cpu: Path                      # the cpu variant's pipeline definition (dali.py)
     gpu: Path
     val_tensors: Path              # the CPU pipeline's output on the val images (.npy)
-    parity: dict                   # DALI CPU vs the torchvision transform: builders.preprocess.Parity.summary()
+    parity: dict                   # DALI CPU vs the torchvision transform: contract.preprocess.Parity.summary()
     enforced: bool                 # False: input.parity = "warn" let a mismatch through
     images: int
 
@@ -134,8 +135,9 @@ def _int8(workdir: Path, fp32: Path, calibration: Path, inp: Input, calib: Calib
 
 
 def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progress: ProgressFactory) -> Preprocessing:
-    from builders.preprocess import CpuPreprocessor, pad_batch, parity, reference_preprocess, reference_transform
-    from builders.preprocess import write_definition
+    from contract.images import pad_batch
+    from contract.preprocess import CpuPreprocessor, parity, reference_preprocess, reference_transform
+    from contract.preprocess import write_definition
 
     mbs = triton.max_batch_size
     cpu = write_definition(inp, "cpu", workdir / "cpu" / layout.DALI_DEFINITION, mbs, triton.dali_num_threads)
@@ -214,7 +216,7 @@ def _plan(workdir: Path, onnx: Path, fp32: Path, precision: str, engine_spec, ma
 
 # code: the modules (besides this one) whose logic makes each artifact; tools: the distributions
 # whose versions do. Both key the stage cache (builders.stages), so an edit or an upgrade rebuilds.
-_IMAGES = ("builders.datasets", "builders.preprocess", "builders.models")  # decoding + reference transform
+_IMAGES = ("builders.datasets", "contract.images", "contract.preprocess", "builders.models")  # decoding + reference transform
 DATA = Stage("demo-data", DataSplits, _demo_data, code=("builders.datasets",),
              tools=("scikit-learn", "pillow", "numpy"))
 TRAIN = Stage("train", TrainedModel, _train, code=_IMAGES, tools=("torch", "torchvision", "pillow", "numpy"))
@@ -224,12 +226,12 @@ FP16 = Stage("fp16", OnnxModel, _fp16, code=("builders.precision",), tools=("onn
 INT8 = Stage("int8", OnnxModel, _int8, version="3", code=("builders.precision", *_IMAGES),
              tools=("onnx", "onnxruntime", "torchvision", "pillow", "numpy"))
 PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing, version="2",
-                   code=("builders.preprocess", "builders.dali_pipeline", "builders.datasets"),
+                   code=("contract.preprocess", "contract.dali_pipeline", "contract.images", "builders.datasets"),
                    tools=("nvidia-dali-*", "torchvision", "pillow", "numpy"))
 EVALUATE = Stage("evaluate", Evaluation, _evaluate, code=("runners.compare", "runners.onnxruntime_runner"),
                  tools=("onnxruntime", "numpy"))
 CALIBRATOR = made_by(("builders.precision",), ("onnxruntime", "numpy"))
-PLAN = Stage("tensorrt-plan", Plan, _plan, code=("builders.engine", "builders.models", "runners.tensorrt_runner"),
+PLAN = Stage("tensorrt-plan", Plan, _plan, code=("builders.engine", "builders.engine.api", "builders.engine.common", "builders.engine.inspection", "builders.engine.onnx_checks", "builders.engine.trtexec", "builders.engine.validation", "builders.models", "runners.tensorrt_runner", "runners.tensorrt_env"),
              tools=("tensorrt*", "onnx", "onnxruntime"))
 
 

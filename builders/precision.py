@@ -18,8 +18,8 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from builders.layout import ENGINE_INPUT
-from builders.spec import Calibration
+from contract.layout import ENGINE_INPUT
+from contract.spec import Calibration
 
 
 def to_fp16(fp32_path: Path, out_path: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from rich.console import Console
@@ -11,7 +12,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from builders.build import BuildResult
+    from builders.pipeline import ModelBuild
+    from contract.spec import BuildSpec
+
+
+@dataclass
+class BuildResult:
+    """What one build made: the models, the manifest written, the stage records, the plan status."""
+
+    spec: BuildSpec
+    models: list[ModelBuild]
+    manifest: dict
+    records: list = field(default_factory=list)
+    plan_status: dict = field(default_factory=dict)   # model -> message about TensorRT plans
+
 
 # Wide enough for the summary table when output goes to a file or CI log (no terminal width).
 console = Console(width=None if sys.stdout.isatty() else 120)

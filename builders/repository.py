@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import layout
-from builders.datasets import load_image_folder
 from builders.pipeline import ModelBuild
 from builders.stages import hash_path
 from builders.triton_config import (WARMUP_DIR, engine_config, ensemble_config, preprocess_config,
                                     torchscript_config, write_config)
+from contract import layout
+from contract.images import load_image_folder
 
 
 def staging_dir(output: Path) -> Path:

@@ -98,8 +98,8 @@ def run_script(script, x: np.ndarray, batch: int = 64) -> np.ndarray:
 
 def _torchscript(workdir: Path, checkpoint: Path, arch: str, num_classes: int, crop: int, precision: str,
                  val_tensors: Path, val: Path) -> TorchScriptModel:
-    from builders.datasets import load_image_folder
     from builders.models import load_checkpoint, predict
+    from contract.images import load_image_folder
     from runners.compare import accuracy, compare_logits
 
     start = time.perf_counter()
@@ -122,8 +122,8 @@ def build_twin(spec, checkpoint: Path | None, num_classes: int, val_tensors: Pat
 
     spec: the entry's ModelSpec; checkpoint: its PyTorch state dict (None for an onnx source);
     val_tensors/val: the DALI-preprocessed validation images and their folder; ctx: the BuildContext."""
-    from builders.layout import TORCH_PRECISIONS
     from builders.stages import Stage
+    from contract.layout import TORCH_PRECISIONS
 
     if not spec.torchscript:
         return {}, "off (torchscript = false)"

@@ -10,8 +10,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from builders import layout
-from builders.spec import ModelSpec
+from contract import layout
+from contract.spec import ModelSpec
 
 
 def _dynamic_batching(spec: ModelSpec) -> mc.ModelDynamicBatching:

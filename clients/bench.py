@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import layout
-from builders.manifest import ManifestError, load_manifest, manifest_file
+from contract import layout
+from contract.manifest import ManifestError, load_manifest, manifest_file
 
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 SHORT = {"batch_sizes": [1, 8, 32], "concurrency": [1], "window_s": 0.5, "max_windows": 6, "preprocess_s": 1.0}
@@ -230,7 +230,7 @@ def preprocess_comparison(dali_file: Path, inp: dict, encoded: list[bytes], min_
     import torchvision.transforms as T
     from PIL import Image
 
-    from builders.preprocess import CpuPreprocessor
+    from contract.preprocess import CpuPreprocessor
 
     pre = CpuPreprocessor(dali_file, num_threads=threads)
     arrays = [np.frombuffer(e, np.uint8) for e in encoded]
@@ -390,11 +390,11 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from builders.datasets import load_image_folder
-    from builders.preprocess import pad_batch
     from clients.connection import client_options, split_url
     from clients.triton import (TritonClient, TritonClientError, normalize_url, served_base_models,
                                 served_precisions)
+    from contract.images import load_image_folder
+    from contract.images import pad_batch
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     mode = THOROUGH if args.thorough else SHORT

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from builders.datasets import IMAGE_SUFFIXES
+from contract.images import IMAGE_SUFFIXES
 
 
 def collect_images(paths: list[Path]) -> list[Path]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from builders import layout
+from contract import layout
 
 
 def index_rows(raw: Any, protocol: str) -> list[dict]:
@@ -53,7 +53,7 @@ def ensemble_name(model: str, precision: str | None, backend: str | None = None)
 
 
 def add_backend_argument(parser) -> None:
-    """--backend for the clients: which network backend's ensembles to call (naming: builders.layout)."""
+    """--backend for the clients: which network backend's ensembles to call (naming: contract.layout)."""
     parser.add_argument("--backend", default=layout.DEFAULT_BACKEND, type=_backend_arg,
                         help="network backend: tensorrt/onnxruntime (the default ensembles <model>_<precision>) or "
                              "torch (the PyTorch-backend twin <model>_<precision>_torch) (default: %(default)s)")

@@ -9,8 +9,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from builders import layout
 from clients.errors import TritonClientError
+from contract import layout
 
 
 @dataclass(frozen=True)

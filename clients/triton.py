@@ -8,7 +8,7 @@
     async with AsyncTritonClient("127.0.0.1:8001", protocol="grpc") as client:
         pred = await client.infer("digits_fp32", images, top_k=3)     # same result
 
-One request is one batch: encoded images are zero-padded to the longest (builders.preprocess.pad_batch;
+One request is one batch: encoded images are zero-padded to the longest (contract.images.pad_batch;
 JPEG/PNG decoders stop at their end marker, so the padding changes nothing) and sent as the ensemble's
 UINT8 [N, bytes] input; `infer_many` splits a longer list into requests of at most max_batch_size.
 
@@ -40,7 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
-from builders.preprocess import pad_batch
+from contract.images import pad_batch
 # Everything below was defined in this module before it was split; callers import it from here
 # (load_tests.locustfile even the underscored helpers), so all of it stays importable as before.
 from clients.connection import (API_KEY_ENV, API_KEY_HEADER, DEFAULT_PORTS, LOCAL_SERVER_HINT,  # noqa: F401

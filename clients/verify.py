@@ -10,7 +10,7 @@ the labeled images (the manifest's validation set by default). Three things are 
 
 - preprocessing parity: the served `<model>_preprocess` (DALI) output vs the torchvision transform,
   per image in pixel levels (mean, p99, max), against the tolerance for the device the server runs
-  it on (builders.preprocess: CPU or GPU/nvJPEG);
+  it on (contract.preprocess: CPU or GPU/nvJPEG);
 - network parity, per precision: the ensemble's logits vs PyTorch run on the served
   preprocessing output (what the conversion to ONNX/TensorRT and the precision change);
 - end to end, per precision: the ensemble vs PyTorch on the torchvision transform — accuracy of
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from builders import layout
-from builders.manifest import ManifestError, ModelEntry, load_manifest
+from contract import layout
+from contract.manifest import ManifestError, ModelEntry, load_manifest
 
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
 # Defaults: fp32 must match PyTorch to float rounding; fp16 nearly; int8 (calibrated Q/DQ) may
@@ -138,7 +138,7 @@ class _Reference:
 
     def __init__(self, model: ModelEntry):
         from builders.models import load_checkpoint
-        from builders.spec import Input
+        from contract.spec import Input
 
         entry = model.record
         if model.checkpoint is None:
@@ -150,7 +150,7 @@ class _Reference:
         self.input = Input(**entry["input"])
 
     def transform(self, encoded: list[bytes]) -> np.ndarray:
-        from builders.preprocess import reference_preprocess, reference_transform
+        from contract.preprocess import reference_preprocess, reference_transform
 
         t = reference_transform(self.input)
         return np.stack([reference_preprocess(e, self.input, t) for e in encoded])
@@ -163,7 +163,7 @@ class _Reference:
             return run_batches(runner, layout.ENGINE_INPUT, x, layout.ENGINE_OUTPUT, batch=128)
 
     def describe(self) -> str:
-        from builders.preprocess import describe_transform
+        from contract.preprocess import describe_transform
 
         return f"PyTorch {self.arch} ({self.checkpoint}) on {describe_transform(self.input)}"
 
@@ -184,12 +184,13 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from builders.datasets import load_image_folder
-    from builders.preprocess import pad_batch, parity
     from clients.connection import client_options
     from clients.triton import TritonClient, TritonClientError, served_precisions
+    from clients.triton_runner import TritonRunner
+    from contract.images import load_image_folder
+    from contract.images import pad_batch
+    from contract.preprocess import parity
     from runners.compare import accuracy, compare_logits, run_batches
-    from runners.triton_runner import TritonRunner
 
     # Wide enough for the table when piped (rich falls back to 80 columns without a terminal).
     console = Console(width=None if sys.stdout.isatty() else 130)

@@ -22,10 +22,10 @@ def make(out: Path, seed: int = 0, resize: int = 256, crop: int = 224) -> tuple[
     """Write `out/photos/` and `out/resnet18_photos.pt`; returns (image folder, checkpoint)."""
     import torch
 
-    from builders.datasets import load_image_folder
     from builders.models import create_model, preprocess_set
     from builders.photos import write_photo_set
-    from builders.spec import Input
+    from contract.images import load_image_folder
+    from contract.spec import Input
 
     folder = write_photo_set(out / "photos", seed=seed)
     images = load_image_folder(folder)

@@ -30,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builders import layout  # noqa: E402
-from builders.manifest import load_manifest  # noqa: E402
+from contract import layout
+from contract.manifest import load_manifest
 
 
 def locust_throughput(log_file: Path, warmup_s: float) -> dict:
@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare(args, urls: dict) -> int:
-    from builders.datasets import load_image_folder
-    from builders.preprocess import pad_batch
     from clients.bench import measure_point
     from clients.triton import TritonClient
+    from contract.images import load_image_folder
+    from contract.images import pad_batch
 
     data = args.data or load_manifest(args.manifest).model(args.model).val
     if data is None:

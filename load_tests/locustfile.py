@@ -7,7 +7,7 @@ docs/load_tests.md has the scenarios, load shapes, SLA options and distributed r
 option also reads an environment variable (`--help` lists them under "Triton scenario").
 
 One request is one batch: `--batch-size` encoded images of the image set, zero-padded, sent as the
-ensemble's IMAGE input (builders/layout.py). Each request fires one Locust request event named
+ensemble's IMAGE input (contract/layout.py). Each request fires one Locust request event named
 `<protocol> <ensemble> b<batch>` (e.g. `grpc digits_int8 b8`) with its response time, response size
 and, when it fails, an exception saying what failed and on which images; nothing is retried or
 swallowed, so Locust's failure count is the number of failed requests.
@@ -39,7 +39,7 @@ from locust import LoadTestShape, User, events, task  # noqa: E402
 from locust import stats as locust_stats  # noqa: E402
 from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
-from builders import layout  # noqa: E402
+from contract import layout
 from load_tests import scenario as _scenario  # noqa: E402
 from load_tests import sla as _sla  # noqa: E402
 from load_tests.shapes import plan  # noqa: E402

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import layout
-from builders.manifest import load_manifest, manifest_file
-from builders.datasets import IMAGE_SUFFIXES
-from builders.preprocess import pad_batch
+from contract import layout
+from contract.images import IMAGE_SUFFIXES
+from contract.images import pad_batch
+from contract.manifest import load_manifest, manifest_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ("constant", "step", "spike")

@@ -6,7 +6,7 @@
 Device buffers are torch CUDA tensors (their data_ptr() is what set_tensor_address takes), and
 inference uses the name-based API of TensorRT 10/11: set_input_shape, set_tensor_address,
 execute_async_v3 on a torch stream. TensorRT is imported on activate(), so this module imports
-anywhere; activate() raises builders.engine.EngineUnavailable where TensorRT or a GPU is missing.
+anywhere; activate() raises runners.tensorrt_env.EngineUnavailable where TensorRT or a GPU is missing.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class TensorRTRunner(Runner):
         self._dtypes: dict[str, Any] = {}
 
     def _activate(self) -> None:
-        from builders.engine import DOCKER_HINT, require_tensorrt
+        from runners.tensorrt_env import DOCKER_HINT, require_tensorrt
 
         require_tensorrt()
         import tensorrt as trt

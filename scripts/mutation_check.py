@@ -55,18 +55,18 @@ GUARDS = "tests/test_guards.py"
 SERVER = "tests/test_guards_server.py"
 MUTANTS = [
     # preprocessing: constants and geometry (DALI pipeline, tolerance)
-    Mutant("dali-std-reversed", "builders/dali_pipeline.py", "std=[s * 255.0 for s in std]",
+    Mutant("dali-std-reversed", "contract/dali_pipeline.py", "std=[s * 255.0 for s in std]",
            "std=[s * 255.0 for s in reversed(std)]", PARITY),
-    Mutant("dali-mean-scale", "builders/dali_pipeline.py", "mean=[m * 255.0 for m in mean]",
+    Mutant("dali-mean-scale", "contract/dali_pipeline.py", "mean=[m * 255.0 for m in mean]",
            "mean=[m * 256.0 for m in mean]", PARITY),
-    Mutant("crop-anchor-rounding", "builders/dali_pipeline.py", "return k + odd * (k - 2 * (k // 2))",
+    Mutant("crop-anchor-rounding", "contract/dali_pipeline.py", "return k + odd * (k - 2 * (k // 2))",
            "return k + odd", PARITY),
-    Mutant("no-antialias", "builders/dali_pipeline.py", "antialias=True", "antialias=False", PARITY),
-    Mutant("portrait-strict", "builders/dali_pipeline.py", "fn.cast(w <= h", "fn.cast(w < h", PARITY,
+    Mutant("no-antialias", "contract/dali_pipeline.py", "antialias=True", "antialias=False", PARITY),
+    Mutant("portrait-strict", "contract/dali_pipeline.py", "fn.cast(w <= h", "fn.cast(w < h", PARITY,
            equivalent="only differs for square images (w == h), where both branches give resize x resize"),
-    Mutant("parity-tolerance-1000", "builders/preprocess.py", 'CPU_TOLERANCE = {"mean": 0.5, "p99": 1.5, "max": 2.5}',
+    Mutant("parity-tolerance-1000", "contract/preprocess.py", 'CPU_TOLERANCE = {"mean": 0.5, "p99": 1.5, "max": 2.5}',
            'CPU_TOLERANCE = {"mean": 1000, "p99": 1000, "max": 1000}', PARITY),
-    Mutant("parity-or-to-and", "builders/preprocess.py", 'self.mean[i] > self.tolerance["mean"] or',
+    Mutant("parity-or-to-and", "contract/preprocess.py", 'self.mean[i] > self.tolerance["mean"] or',
            'self.mean[i] > self.tolerance["mean"] and', PARITY),
     # config wiring and batching
     Mutant("infer-no-dynamic-batching", "builders/triton_config.py", "dynamic_batching=_dynamic_batching(spec),",

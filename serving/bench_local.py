@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import layout, triton_config
+from builders import triton_config
+from contract import layout
+from contract.images import pad_batch
+from contract.preprocess import CpuPreprocessor
 from serving.closed_loop import closed_loop
-from builders.preprocess import CpuPreprocessor, pad_batch
 
 TARGET_RATIO = 0.85
 

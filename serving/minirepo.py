@@ -1,7 +1,7 @@
 """A small but complete `cpu` repository for the local server's tests and benchmark.
 
-It uses the builder's own contracts (builders.layout names, builders.triton_config configs,
-builders.preprocess.write_definition for dali.py) with a tiny untrained CNN, so the serving path
+It uses the builder's own contracts (contract.layout names, builders.triton_config configs,
+contract.preprocess.write_definition for dali.py) with a tiny untrained CNN, so the serving path
 can be exercised without running the full build (training, calibration, TensorRT).
 When the builder's repository exists, use that instead.
 """
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from builders import layout, triton_config
-from builders.preprocess import CpuPreprocessor, write_definition
-from builders.spec import Input, ModelSpec, Triton
+from builders import triton_config
+from contract import layout
+from contract.preprocess import CpuPreprocessor, write_definition
+from contract.spec import Input, ModelSpec, Triton
 
 NUM_CLASSES = 10
 

@@ -29,7 +29,7 @@ def build_cache(tmp_path_factory) -> Path:
 def demo_build(tmp_path_factory, build_cache):
     """The BuildResult of a full demo build (its data splits lie in the stage cache)."""
     from builders.build import build
-    from builders.spec import load_spec
+    from contract.spec import load_spec
 
     out = tmp_path_factory.mktemp("built") / "model_repository"
     spec = load_spec(ROOT / "build.toml").model_copy(update={"output": out})
@@ -56,15 +56,15 @@ def repo_root(built_repo) -> Path:
 
 @pytest.fixture(scope="session")
 def manifest(built_repo) -> dict:
-    """The manifest as written (paths relative to built_repo); builders.manifest.load_manifest resolves them."""
+    """The manifest as written (paths relative to built_repo); contract.manifest.load_manifest resolves them."""
     return json.loads((built_repo / "manifest.json").read_text())
 
 
 @pytest.fixture(scope="session")
 def val_images(built_repo) -> list[tuple[bytes, int]]:
     """(encoded JPEG, class index) for the demo's validation split, as the repository bundles it."""
-    from builders.datasets import load_image_folder
-    from builders.manifest import load_manifest
+    from contract.images import load_image_folder
+    from contract.manifest import load_manifest
 
     images = load_image_folder(load_manifest(built_repo).models["digits"].val)
     return [(f.read_bytes(), t) for f, t in zip(images.files, images.targets)]

@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from builders import layout
-from builders.spec import SpecError, load_spec, parse_spec
 from builders.triton_config import read_config
+from contract import layout
+from contract.spec import SpecError, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -210,8 +210,9 @@ def test_manifest_records_versions_hashes_and_figures(manifest, built_repo):
 # --- DALI -----------------------------------------------------------------------------------------
 
 def test_dali_cpu_matches_torchvision_transform(built_repo, val_images, manifest):
-    from builders.preprocess import CPU_TOLERANCE, CpuPreprocessor, pad_batch, parity, reference_preprocess
-    from builders.spec import Input
+    from contract.images import pad_batch
+    from contract.preprocess import CPU_TOLERANCE, CpuPreprocessor, parity, reference_preprocess
+    from contract.spec import Input
 
     pre = manifest["models"]["digits"]["preprocessing"]
     assert pre["within_tolerance"] and pre["images"] == len(val_images) and pre["outside_tolerance"] == []
@@ -235,7 +236,7 @@ def test_pipeline_definitions_are_self_contained_and_autoserializable(built_repo
     pipeline; the gpu variant decodes with the mixed (nvJPEG) decoder, the cpu one does not."""
     import ast
 
-    from builders.preprocess import autoserialize
+    from contract.preprocess import autoserialize
 
     for target in ("cpu", "gpu"):
         path = built_repo / target / layout.preprocess_model("digits") / "1" / layout.DALI_DEFINITION
@@ -328,7 +329,7 @@ def test_unchanged_rebuild_is_cached_and_does_not_recalibrate(built_repo, build_
 
 def test_calibration_is_shared_where_the_method_allows(demo_model):
     from builders.precision import calibration_key
-    from builders.spec import Calibration
+    from contract.spec import Calibration
 
     fp32, x = demo_model.variants["fp32"].path, np.zeros((2, 3, 32, 32), np.float32)
     for method, shared in (("entropy", True), ("max", True), ("percentile", False)):
@@ -338,7 +339,7 @@ def test_calibration_is_shared_where_the_method_allows(demo_model):
 
 def test_cpu_int8_options(monkeypatch):
     from builders import precision
-    from builders.spec import Calibration
+    from contract.spec import Calibration
 
     for vnni, reduce in ((True, False), (False, True), (None, False)):
         monkeypatch.setattr(precision, "cpu_has_vnni", lambda v=vnni: v)
@@ -352,7 +353,7 @@ def test_cpu_int8_options(monkeypatch):
 
 def test_reduce_range_keeps_weights_in_seven_bits(demo_model, build_cache, tmp_path):
     from builders.precision import to_int8
-    from builders.spec import Calibration
+    from contract.spec import Calibration
 
     # Only an image's worth of data: the point is the weight range, which calibration does not touch.
     x = np.load(demo_model.preprocessing.val_tensors)[:1]

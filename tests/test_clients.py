@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import layout
-from builders.datasets import load_image_folder
+from contract import layout
+from contract.images import load_image_folder
 from serving.local_server import LocalTritonServer, free_port
 
 pytestmark = pytest.mark.server
@@ -47,7 +47,7 @@ def name(manifest) -> str:
 
 @pytest.fixture(scope="module")
 def val(manifest_path, name):
-    from builders.manifest import load_manifest
+    from contract.manifest import load_manifest
 
     return load_image_folder(load_manifest(manifest_path).models[name].val)
 

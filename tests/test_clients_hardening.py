@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import layout
-from builders.datasets import load_image_folder
+from contract import layout
+from contract.images import load_image_folder
 from serving.local_server import LocalTritonServer, free_port
 from tests.tls_endpoint import TlsProxy, make_certificates
 
@@ -37,7 +37,7 @@ MODEL = layout.ensemble_model("digits", "fp32")
 
 @pytest.fixture(scope="module")
 def val(repo_root):
-    from builders.manifest import load_manifest
+    from contract.manifest import load_manifest
 
     return load_image_folder(load_manifest(repo_root).models["digits"].val)
 

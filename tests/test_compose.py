@@ -73,7 +73,7 @@ def test_default_up_builds_then_serves_the_gpu_target():
 
 
 def test_one_release_for_builder_and_server():
-    from builders.releases import DEFAULT_RELEASE
+    from contract.releases import DEFAULT_RELEASE
 
     services = _config([])["services"]
     assert services["builder"]["build"]["args"]["TRITON_RELEASE"] == DEFAULT_RELEASE

@@ -1,7 +1,7 @@
 """The pipeline definition under the DALI of each Triton release it is served with.
 
 dali_backend serializes `dali.py` with the DALI inside the tritonserver image, not the one that
-built the repository. For the default release of the matrix (builders/releases.py) and the oldest
+built the repository. For the default release of the matrix (contract/releases.py) and the oldest
 one, a side environment gets exactly that DALI version (the cuda120 wheel, which runs on a CPU) and:
 the gpu variant must autoserialize, and the cpu variant must give the main DALI's output on real
 photos within one pixel level. The environments are cached under ~/.cache/triton-image-toolkit
@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import layout
-from builders.preprocess import CpuPreprocessor, pad_batch, write_definition
-from builders.releases import DEFAULT_RELEASE, RELEASES
-from builders.spec import Input
+from contract import layout
+from contract.images import pad_batch
+from contract.preprocess import CpuPreprocessor, write_definition
+from contract.releases import DEFAULT_RELEASE, RELEASES
+from contract.spec import Input
 
 pytestmark = pytest.mark.slow
 

@@ -49,7 +49,7 @@ def test_builder_image_installs_only_the_gpu_build_dependencies_at_the_locked_ve
 
 
 def test_dockerfile_builds_from_the_release_tensorrt_image_as_the_host_user():
-    from builders.releases import DEFAULT_RELEASE
+    from contract.releases import DEFAULT_RELEASE
 
     text = DOCKERFILE.read_text()
     assert f"ARG TRITON_RELEASE={DEFAULT_RELEASE}\n" in text

@@ -15,7 +15,7 @@ import pytest
 from builders import engine
 from builders.engine import (EngineUnavailable, check_onnx_for_tensorrt, parse_trtexec_output, plan_filename,
                              summarize_layers, tensorrt_available, trtexec_command)
-from builders.spec import Engine
+from contract.spec import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 TRT_OK, TRT_WHY = tensorrt_available()
@@ -148,7 +148,7 @@ def test_calibration_feed_reraises_an_error_the_bindings_would_swallow(caplog):
 
 
 def test_served_plans_start_at_batch_one():
-    from builders.spec import SpecError, parse_spec
+    from contract.spec import SpecError, parse_spec
 
     with pytest.raises(SpecError, match=r"engine\.min_batch: min_batch = 4: served plans need 1"):
         parse_spec({"models": [{"engine": {"min_batch": 4}}]})
@@ -305,7 +305,7 @@ def test_onnx_check_names_what_tensorrt_would_reject(onnx_variants):
 
 # ---------------------------------------------------------------- everywhere: typing against tensorrt-stubs
 
-TYPED_FILES = ["builders/engine.py", "runners/tensorrt_runner.py"]
+TYPED_FILES = ["builders/engine", "runners/tensorrt_runner.py", "runners/tensorrt_env.py"]
 MYPY_INI = """\
 [mypy]
 python_version = 3.11

@@ -1,11 +1,11 @@
 """The gpu target's preprocessing on a real GPU (issue 7).
 
 The gpu variant's pipeline definition (`dali.py`, as the builder writes it) is serialized without
-a GPU (`builders.preprocess.serialize`, device_id=None), then deserialized and run on GPU 0. Its
+a GPU (`contract.preprocess.serialize`, device_id=None), then deserialized and run on GPU 0. Its
 output is compared with the cpu variant on the same images, and padded batches, ragged batches and
 max_batch_size are checked to behave as on CPU. The real local server then serves the gpu variant
 through the DALI stand-in with a KIND_GPU instance, and the gpu variant is compared with
-torchvision's transform on the photo set (builders.preprocess.GPU_TOLERANCE).
+torchvision's transform on the photo set (contract.preprocess.GPU_TOLERANCE).
 
 Skipped, with the reason, where there is no CUDA GPU or DALI cannot run a GPU pipeline (CI).
 Set GPU_TEST_REPORT=<file.json> to keep the measured GPU-vs-CPU differences.
@@ -30,10 +30,11 @@ import numpy as np
 import pytest
 
 from benchmarks.jpegs import natural_jpeg
-from builders import layout
-from builders.layout import DALI_INPUT
-from builders.preprocess import dali_gpu_support, pad_batch, serialize
-from builders.spec import Input
+from contract import layout
+from contract.images import pad_batch
+from contract.layout import DALI_INPUT
+from contract.preprocess import dali_gpu_support, serialize
+from contract.spec import Input
 
 pytestmark = pytest.mark.gpu
 
@@ -225,10 +226,10 @@ def test_local_server_serves_autoserialized_gpu_variant(tmp_path, large_jpegs):
     """The gpu target's preprocessing model as the builder writes it (config + dali.py), served by
     the real tritonserver with the DALI stand-in on a KIND_GPU instance: autoserialized at load,
     outputs handed on as GPU tensors (DLPack) and copied out by Triton for the response."""
-    from builders.preprocess import write_definition
-    from builders.spec import ModelSpec
     from builders.triton_config import preprocess_config, write_config
     from clients.triton import TritonClient
+    from contract.preprocess import write_definition
+    from contract.spec import ModelSpec
     from serving.local_server import LocalTritonServer, free_port
 
     spec = ModelSpec(name="digits", input=LARGE, triton={"max_batch_size": 8, "preferred_batch_sizes": [8]},
@@ -250,9 +251,9 @@ def test_local_server_serves_autoserialized_gpu_variant(tmp_path, large_jpegs):
 
 def test_gpu_variant_matches_torchvision_on_photos(tmp_path):
     """The issue's bound for the gpu variant: vs torchvision's transform on the photo set, within
-    the nvJPEG tolerance (builders.preprocess.GPU_TOLERANCE), per image."""
+    the nvJPEG tolerance (contract.preprocess.GPU_TOLERANCE), per image."""
     from builders.photos import write_photo_set
-    from builders.preprocess import parity, reference_preprocess, reference_transform
+    from contract.preprocess import parity, reference_preprocess, reference_transform
 
     files = sorted(write_photo_set(tmp_path / "photos").rglob("*.jpg"))
     encoded = [f.read_bytes() for f in files]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from builders.repository import previous_dir, recover, staging_dir, swap_in
-from builders.spec import Calibration
+from contract.spec import Calibration
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -93,7 +93,7 @@ def test_swap_never_deletes_before_the_new_repository_is_in_place(tmp_path, monk
     ((0.2, 1.0, 3.0), True),     # one pixel far off: max alone over
 ])
 def test_parity_flags_an_image_over_any_one_bound(stats, fails):
-    from builders.preprocess import CPU_TOLERANCE, Parity
+    from contract.preprocess import CPU_TOLERANCE, Parity
 
     mean, p99, mx = stats
     result = Parity([0.1, mean], [1.0, p99], [1.0, mx], dict(CPU_TOLERANCE), ["ok.jpg", "x.jpg"])
@@ -176,9 +176,10 @@ def test_manifest_agreement_and_accuracy_are_what_the_repository_gives(built_rep
     images: the manifest's top-1 agreement with fp32 and accuracy per precision."""
     import onnxruntime as ort
 
-    from builders import layout
-    from builders.datasets import load_image_folder
-    from builders.preprocess import CpuPreprocessor, pad_batch
+    from contract import layout
+    from contract.images import load_image_folder
+    from contract.images import pad_batch
+    from contract.preprocess import CpuPreprocessor
 
     name = "digits"
     cpu = built_repo / "cpu"

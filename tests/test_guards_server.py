@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import layout
-from builders.preprocess import CpuPreprocessor, pad_batch
+from contract import layout
+from contract.images import pad_batch
+from contract.preprocess import CpuPreprocessor
 from serving.local_server import LocalTritonServer, free_port
 
 pytestmark = pytest.mark.server

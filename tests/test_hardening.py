@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import layout
+from contract import layout
 from serving import hardening
 from serving.local_server import LocalTritonServer, free_port
 

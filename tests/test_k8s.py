@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builders.releases import DEFAULT_RELEASE, RELEASES
+from contract.releases import DEFAULT_RELEASE, RELEASES
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 KUSTOMIZATIONS = ("overlays/gpu", "overlays/cpu", "locust")
 # The Triton release the manifests serve: one `images:` entry in base, checked against the
-# release matrix's default (builders/releases.py).
+# release matrix's default (contract/releases.py).
 TRITON_RELEASE = DEFAULT_RELEASE           # the image must come from the release matrix
 TRITON_IMAGE = RELEASES[DEFAULT_RELEASE].triton_image
 # The same APIs and header as the local launcher (serving/hardening.py, docs/hardening.md).

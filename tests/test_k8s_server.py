@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builders import layout
+from contract import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from builders import layout
-from builders.manifest import load_manifest
+from contract import layout
+from contract.manifest import load_manifest
 from load_tests.shapes import plan
 from load_tests.sla import evaluate
 

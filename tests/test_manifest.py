@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builders import layout
-from builders.manifest import (FORMAT_VERSION, ManifestError, absolute_paths, file_names_only, load_manifest,
-                               write_manifest)
+from contract import layout
+from contract.manifest import (FORMAT_VERSION, ManifestError, absolute_paths, file_names_only, load_manifest, write_manifest)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,8 +85,8 @@ def test_file_names_only_keeps_provenance_without_directories():
 
 
 def test_bundle_val_caps_the_copy_and_keeps_every_class(tmp_path):
-    from builders.datasets import load_image_folder
     from builders.repository import bundle_val
+    from contract.images import load_image_folder
 
     src = tmp_path / "val"
     for cls, n in (("a", 5), ("b", 1), ("c", 3)):
@@ -141,7 +140,7 @@ def test_clients_refuse_an_old_manifest_by_name(built_repo, tmp_path, capsys):
 
 def test_partial_build_over_an_old_manifest_says_so_and_keeps_it(built_repo, build_cache, tmp_path):
     from builders.build import BuildError, build
-    from builders.spec import load_spec
+    from contract.spec import load_spec
 
     out = tmp_path / "old"
     shutil.copytree(built_repo, out)
@@ -158,7 +157,7 @@ def test_partial_build_over_an_old_manifest_says_so_and_keeps_it(built_repo, bui
 def moved_repo(build_cache, tmp_path_factory) -> Path:
     """The demo built into folder A, then moved to B (other name, other parent), A deleted."""
     from builders.build import build
-    from builders.spec import load_spec
+    from contract.spec import load_spec
 
     a = tmp_path_factory.mktemp("folder-a")
     build(load_spec(ROOT / "build.toml").model_copy(update={"output": a / "model_repository"}),

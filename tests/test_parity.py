@@ -3,7 +3,7 @@
 The photo set (builders/photos.py) has what the demo's 48x48 squares hide: portrait, landscape,
 square, tiny and large images, odd sides (crop anchors at .5), grayscale, 4:2:0/4:2:2/4:4:4 JPEGs.
 Bounds: the issue's (mean <= 1 level and p99 <= 4 levels per image) and the builder's own, tighter,
-measured tolerance (builders.preprocess.CPU_TOLERANCE). A deliberately wrong pipeline must fail
+measured tolerance (contract.preprocess.CPU_TOLERANCE). A deliberately wrong pipeline must fail
 the build with the worst images named, and leave the previous repository in place.
 """
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from builders import layout
-from builders.preprocess import CpuPreprocessor, pad_batch, parity, reference_preprocess
-from builders.preprocess import reference_transform, write_definition
-from builders.spec import Input
+from contract import layout
+from contract.images import pad_batch
+from contract.preprocess import CpuPreprocessor, parity, reference_preprocess
+from contract.preprocess import reference_transform, write_definition
+from contract.spec import Input
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ def test_dali_cpu_matches_torchvision_on_photos(photos, tmp_path, resize, crop):
     result = _dali_vs_torchvision(photos, Input(resize=resize, crop=crop), tmp_path)
     assert max(result.mean) <= 1.0 and max(result.p99) <= 4.0, result.worst()
     assert not result.failing, result.worst()
-    # The measured state (builders.preprocess comments): one pixel level at most.
+    # The measured state (contract.preprocess comments): one pixel level at most.
     assert max(result.max) <= 1.01, result.worst()
 
 
@@ -103,7 +104,7 @@ def resnet_photos(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _resnet_spec(folder: Path, ckpt: Path, out: Path, precisions=("fp32",), **input_kw):
-    from builders.spec import parse_spec
+    from contract.spec import parse_spec
 
     return parse_spec({
         "output": str(out), "targets": ["cpu"],
@@ -120,8 +121,9 @@ def _resnet_spec(folder: Path, ckpt: Path, out: Path, precisions=("fp32",), **in
 def test_mismatched_pipeline_fails_the_build_and_keeps_the_previous_repository(resnet_photos, tmp_path, monkeypatch):
     """The pipeline's resize changed behind the reference's back: the build exits with the worst
     images named, nothing is swapped in; --allow-preprocess-mismatch builds and records it."""
-    from builders import build_all, preprocess
+    from builders import build_all
     from builders.build import BuildError, build
+    from contract import preprocess
 
     folder, ckpt = resnet_photos
     out = tmp_path / "repo"

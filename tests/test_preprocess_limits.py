@@ -18,8 +18,9 @@ import psutil
 import pytest
 from PIL import Image
 
-from builders import layout, triton_config
-from builders.preprocess import pad_batch
+from builders import triton_config
+from contract import layout
+from contract.images import pad_batch
 from serving.local_server import LocalTritonServer, free_port
 
 pytestmark = pytest.mark.server

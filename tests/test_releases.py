@@ -1,4 +1,4 @@
-"""The release matrix (builders/releases.py): lookups, the TensorRT guard, and agreement with
+"""The release matrix (contract/releases.py): lookups, the TensorRT guard, and agreement with
 docker-compose.yml and docs/gpu.md."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from builders import releases
-from builders.releases import DEFAULT_RELEASE, RELEASES, TensorRTMismatch, UnknownRelease
+from contract import releases
+from contract.releases import DEFAULT_RELEASE, RELEASES, TensorRTMismatch, UnknownRelease
 
 ROOT = Path(__file__).resolve().parents[1]
 

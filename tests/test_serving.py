@@ -22,8 +22,10 @@ import numpy as np
 import psutil
 import pytest
 
-from builders import layout, triton_config
-from builders.preprocess import CpuPreprocessor, pad_batch
+from builders import triton_config
+from contract import layout
+from contract.images import pad_batch
+from contract.preprocess import CpuPreprocessor
 from serving.local_server import LocalTritonServer, free_port
 
 pytestmark = pytest.mark.server

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from builders import layout
-from builders.datasets import load_image_folder
-from builders.manifest import load_manifest
 from builders.triton_config import read_config
+from contract import layout
+from contract.images import load_image_folder
+from contract.manifest import load_manifest
 
 NAME = "digits"
 TORCH_PRECISIONS = ("fp32", "fp16")
@@ -24,7 +24,7 @@ TORCH_PRECISIONS = ("fp32", "fp16")
 
 def _val_tensors(built_repo: Path, manifest: dict, limit: int = 64) -> tuple[np.ndarray, list[bytes]]:
     """The first `limit` validation images, encoded and as the repository's CPU DALI pipeline makes them."""
-    from builders.preprocess import CpuPreprocessor
+    from contract.preprocess import CpuPreprocessor
 
     files = load_image_folder(load_manifest(built_repo).models[NAME].val).files[:limit]
     encoded = [f.read_bytes() for f in files]
@@ -89,7 +89,7 @@ def test_torch_configs_are_what_the_pytorch_backend_takes(built_repo, target):
 
 
 def test_torchscript_flag_and_onnx_source():
-    from builders.spec import SpecError, parse_spec
+    from contract.spec import SpecError, parse_spec
 
     off = parse_spec({"models": [{"torchscript": False}]})
     assert off.models[0].torchscript is False
@@ -129,8 +129,8 @@ def torch_server(built_repo):
 @pytest.mark.server
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_served_torch_ensemble_matches_in_process(torch_server, built_repo, manifest, protocol):
-    from builders.preprocess import pad_batch
     from clients.triton import TritonClient
+    from contract.images import pad_batch
 
     x, encoded = _val_tensors(built_repo, manifest, limit=24)
     url = torch_server.http_url if protocol == "http" else torch_server.grpc_url

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from builders.layout import MANIFEST_FILE
+from contract.layout import MANIFEST_FILE
 
 FORMAT_VERSION = 2
 BUILD_COMMAND = "python builders/build_all.py"
@@ -114,7 +114,7 @@ class Manifest:
 
     def dali_definition(self, name: str, target: str = "cpu") -> Path:
         """The pipeline definition (dali.py) of `name`'s preprocessing model in `target`."""
-        from builders import layout
+        from contract import layout
 
         return self.folder / target / layout.preprocess_model(name) / "1" / layout.DALI_DEFINITION
 

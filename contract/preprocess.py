@@ -3,7 +3,7 @@
 
     encoded bytes -> decode (RGB) -> resize -> center crop -> normalize -> CHW float32
 
-The graph lives in `builders/dali_pipeline.py`, a file that imports only DALI; the builder copies
+The graph lives in `contract/dali_pipeline.py`, a file that imports only DALI; the builder copies
 it into `<model>_preprocess/1/dali.py` with the model's constants appended, and the DALI backend
 (or the local server's stand-in) serializes it with its own DALI when the model loads. So the
 repository does not depend on the DALI version of the machine that built it.
@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from builders.layout import DALI_DEFINITION, DALI_INPUT
-from builders.spec import Input
+from contract.layout import DALI_DEFINITION, DALI_INPUT
+from contract.spec import Input
 
 DEFINITION_SOURCE = Path(__file__).with_name("dali_pipeline.py")
 
@@ -157,20 +157,6 @@ def serialize(inp: Input, device: str, batch_size: int, path: Path, num_threads:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
-
-
-def pad_batch(encoded: Sequence[bytes]) -> np.ndarray:
-    """Zero-pad encoded images to the longest, giving the uint8 [N, L] tensor Triton takes.
-
-    JPEG decoders stop at the end-of-image marker, so trailing zeros change nothing.
-    """
-    if not encoded:
-        raise ValueError("no images to pad: the batch is empty")
-    longest = max(len(e) for e in encoded)
-    out = np.zeros((len(encoded), longest), dtype=np.uint8)
-    for i, e in enumerate(encoded):
-        out[i, : len(e)] = np.frombuffer(e, dtype=np.uint8)
-    return out
 
 
 class CpuPreprocessor:

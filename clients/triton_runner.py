@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from builders import layout
+from contract import layout
 from runners.base import Runner
 
 
@@ -55,6 +55,6 @@ class TritonRunner(Runner):
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.input_name not in feed:
             raise KeyError(f"{self.name}: the feed has {sorted(feed)}; this model takes {self.input_name!r} "
-                           "(uint8 [N, bytes] zero-padded encoded images, builders.preprocess.pad_batch)")
+                           "(uint8 [N, bytes] zero-padded encoded images, contract.images.pad_batch)")
         pred = self.client.infer(self.model, feed[self.input_name], top_k=0)
         return {self.output_name: pred.logits}

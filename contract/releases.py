@@ -119,7 +119,7 @@ def release(name: str | None = None) -> Release:
         return RELEASES[key]
     except KeyError:
         raise UnknownRelease(f"Triton release {name!r} is not in the release matrix "
-                             f"(builders/releases.py); supported: {', '.join(RELEASES)}") from None
+                             f"(contract/releases.py); supported: {', '.join(RELEASES)}") from None
 
 
 def check_tensorrt(installed: str, target: Release) -> None:
