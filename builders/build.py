@@ -94,7 +94,7 @@ def _precision_targets(b: ModelBuild, precision: str) -> dict:
     from builders.stages import hash_path
 
     out = {}
-    for target in ("cpu", "gpu"):
+    for target in layout.TARGETS:
         v = b.variants_for(target)[precision]
         notes = "; ".join(n for n in (v.notes, FP16_ON_CPU if (target, precision) == ("cpu", "fp16") else "") if n)
         out[target] = {**dataclasses.asdict(b.evaluation_for(target, precision)), "build_seconds": v.seconds,

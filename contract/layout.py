@@ -15,6 +15,28 @@ twin (`torch`, TorchScript on Triton's pytorch_libtorch platform) adds `_torch`.
 """
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class Precision(StrEnum):
+    """A network precision. Members are strings ("fp32" == Precision.FP32), so names built from
+    them (`digits_fp16`) and JSON written from them read the same as before."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class Target(StrEnum):
+    """Which repository: gpu (DALI on the GPU, TensorRT) or cpu (DALI on the CPU, ONNX Runtime)."""
+
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+PRECISIONS = tuple(Precision)     # in this order everywhere: fp32 is the reference
+TARGETS = tuple(Target)
+
 # Tensor names. The DALI backend names outputs DALI_OUTPUT_<i> by position, and its
 # external_source name must equal the config's input name.
 ENSEMBLE_INPUT = "IMAGE"          # TYPE_UINT8 [-1]: encoded image bytes, zero-padded in a request
@@ -32,7 +54,7 @@ TORCH_BACKEND = "torch"           # TorchScript on Triton's PyTorch (LibTorch) b
 # Names a user may give for a backend (clients' --backend) -> the naming dimension above.
 BACKEND_ALIASES = {"default": DEFAULT_BACKEND, "tensorrt": DEFAULT_BACKEND, "onnxruntime": DEFAULT_BACKEND,
                    "torch": TORCH_BACKEND, "pytorch": TORCH_BACKEND, "torchscript": TORCH_BACKEND}
-TORCH_PRECISIONS = ("fp32", "fp16")  # TorchScript variants; int8 stays with TensorRT/ONNX Runtime
+TORCH_PRECISIONS = (Precision.FP32, Precision.FP16)  # TorchScript variants; int8 stays with TensorRT/ONNX Runtime
 
 LABELS_FILE = "labels.txt"
 # The pipeline definition dali_backend autoserializes at load (its fallback file name, so no

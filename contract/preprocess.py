@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from contract.layout import DALI_DEFINITION, DALI_INPUT
+from contract.layout import DALI_DEFINITION, DALI_INPUT, TARGETS
 from contract.spec import Input
 
 DEFINITION_SOURCE = Path(__file__).with_name("dali_pipeline.py")
@@ -77,7 +77,7 @@ def pipeline():
 
 def definition_params(inp: Input, device: str, hw_decoder_load: float = 0.65) -> dict:
     """The constants the generated pipeline binds (plain Python values, written as a literal)."""
-    if device not in ("cpu", "gpu"):
+    if device not in TARGETS:
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     params = {"device": device, "resize": int(inp.resize), "crop": int(inp.crop),
               "mean": [float(m) for m in inp.mean], "std": [float(s) for s in inp.std], "mode": inp.resize_mode}

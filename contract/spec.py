@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PRECISIONS = ("fp32", "fp16", "int8")
-TARGETS = ("cpu", "gpu")
+from contract.layout import PRECISIONS, TARGETS, Precision, Target
+
 
 
 class SpecError(ValueError):
@@ -210,7 +210,7 @@ class ModelSpec(_Strict):
     source: Source = Source()
     data: Data = Data()
     input: Input = Input()
-    precisions: tuple[Literal["fp32", "fp16", "int8"], ...] = PRECISIONS
+    precisions: tuple[Precision, ...] = PRECISIONS
     calibration: Calibration = Calibration()
     triton: Triton = Triton()
     engine: Engine = Engine()
@@ -250,7 +250,7 @@ class ModelSpec(_Strict):
 class BuildSpec(_Strict):
     output: Path = Path("model_repository")
     """Folder that receives the repository (one sub-folder per target) and manifest.json."""
-    targets: tuple[Literal["cpu", "gpu"], ...] = TARGETS
+    targets: tuple[Target, ...] = TARGETS
     models: tuple[ModelSpec, ...] = (ModelSpec(),)
 
     @model_validator(mode="after")

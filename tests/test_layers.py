@@ -176,3 +176,31 @@ def test_long_modules_say_why_on_their_first_line():
         if len(lines) > MAX_LINES and not lines[0].startswith(REASON):
             long[name] = len(lines)
     assert long == {}, f"over {MAX_LINES} lines without a first line '{REASON} ...: why': {long}"
+
+
+def package_map(graph: dict[str, set[str]]) -> list[str]:
+    """One line per package, bottom layer first: its modules, lines, and the packages it imports
+    (with how many module-to-module imports)."""
+    modules = project_modules()
+    lines = []
+    for package in sorted(LAYERS, key=lambda p: (LAYERS[p], p)):
+        names = [n for n in graph if n.split(".")[0] == package]
+        if not names:
+            continue
+        size = sum(len(modules[n].read_text(encoding="utf-8").splitlines()) for n in names)
+        uses: dict[str, int] = {}
+        for n in names:
+            for d in graph[n]:
+                if d.split(".")[0] != package:
+                    uses[d.split(".")[0]] = uses.get(d.split(".")[0], 0) + 1
+        used = ", ".join(f"{p} ({k})" for p, k in sorted(uses.items(), key=lambda kv: (LAYERS[kv[0]], kv[0])))
+        lines.append(f"layer {LAYERS[package]}  {package:<11} {len(names):>3} modules {size:>6} lines"
+                     f"  -> {used or '(nothing of the project)'}")
+    return lines
+
+
+if __name__ == "__main__":  # python tests/test_layers.py: the module map, circles and violations
+    g = import_graph(project_modules())
+    print("\n".join(package_map(g)))
+    print(f"circles: {cycles(g) or 'none'}")
+    print(f"imports up a layer: {layer_violations(g) or 'none'}")

@@ -13,6 +13,7 @@ from builders.engine.common import EngineBuildError, common_info, write_atomic
 from builders.engine.inspection import inspect_plan
 from builders.engine.onnx_checks import onnx_has_qdq
 from builders.engine.trtexec import build_plan_trtexec
+from contract.layout import PRECISIONS
 from runners.tensorrt_env import EngineUnavailable, require_tensorrt, tensorrt_major
 
 if TYPE_CHECKING:
@@ -130,8 +131,8 @@ def build_plan(onnx_path: Path, plan_path: Path, precision: str, engine_spec: En
     TensorRT rejects the ONNX.
     """
     onnx_path, plan_path, timing_cache_path = Path(onnx_path), Path(plan_path), Path(timing_cache_path)
-    if precision not in ("fp32", "fp16", "int8"):
-        raise ValueError(f"precision {precision!r}: allowed fp32, fp16, int8")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: allowed {', '.join(PRECISIONS)}")
     if not engine_spec.min_batch <= engine_spec.opt_batch <= max_batch:
         raise ValueError(f"profile needs min_batch ({engine_spec.min_batch}) <= opt_batch "
                          f"({engine_spec.opt_batch}) <= max_batch ({max_batch})")
