@@ -87,7 +87,8 @@ MUTANTS = [
     Mutant("calib-key-ignores-images", "builders/precision.py", "h.update(np.ascontiguousarray(x).tobytes())",
            "h.update(b'')", [GUARDS, "-k", "calibration"]),
     Mutant("calib-key-ignores-percentile", "builders/precision.py",
-           'h.update(f"{calib.method}:{calib.percentile}".encode())', 'h.update(f"{calib.method}".encode())',
+           'h.update(f"{calib.method}:{calib.percentile}:{ranges}".encode())',
+           'h.update(f"{calib.method}:{ranges}".encode())',
            [GUARDS, "-k", "calibration"]),
     # client retry / backoff
     # "0 * ": zero whatever the default is.
