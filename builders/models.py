@@ -15,13 +15,27 @@ import torchvision
 
 from contract.images import ImageSet
 from contract.preprocess import reference_preprocess, reference_transform
-from contract.spec import Input
+from contract.spec import LOCAL_ARCHS, Input
 
 Progress = Callable[[int, int], None]  # (done, total)
 
 
+def tiny_cnn(num_classes: int) -> torch.nn.Module:
+    """Two strided convolutions and a linear head (~6k parameters): the LOCAL_ARCHS entry
+    `tiny_cnn`, for repositories that must build in seconds (serving.minirepo, tests)."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
+
+
 def create_model(arch: str, num_classes: int) -> torch.nn.Module:
-    """A torchvision architecture with a `num_classes` head and fresh (untrained) weights."""
+    """A torchvision architecture (or one of LOCAL_ARCHS) with a `num_classes` head and fresh
+    (untrained) weights."""
+    if arch in LOCAL_ARCHS:
+        return {"tiny_cnn": tiny_cnn}[arch](num_classes)
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
 
 

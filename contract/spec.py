@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from contract.layout import PRECISIONS, TARGETS, Precision, Target
 
+# Architectures the toolkit defines itself (builders/models.py), beside torchvision's: `tiny_cnn`,
+# two convolutions and a linear head, builds in seconds (serving.minirepo, tests).
+LOCAL_ARCHS = ("tiny_cnn",)
 
 
 class SpecError(ValueError):
@@ -37,7 +40,7 @@ class Source(_Strict):
     `torchvision`: an architecture from torchvision.models plus a checkpoint (state dict);
     `onnx`: an existing ONNX file with a dynamic batch axis."""
     arch: str = "mobilenet_v3_small"
-    """torchvision.models builder name, e.g. resnet18 (kinds demo and torchvision)."""
+    """torchvision.models builder name, e.g. resnet18, or one of LOCAL_ARCHS (kinds demo and torchvision)."""
     checkpoint: Path | None = None
     """State dict saved with torch.save, loaded with weights_only=True (kind torchvision)."""
     onnx: Path | None = None
@@ -56,9 +59,10 @@ class Source(_Strict):
         if self.kind != "demo":
             import torchvision.models
 
-            if self.kind == "torchvision" and self.arch not in torchvision.models.list_models():
+            if (self.kind == "torchvision" and self.arch not in LOCAL_ARCHS
+                    and self.arch not in torchvision.models.list_models()):
                 raise ValueError(f"source.arch = {self.arch!r} is not a torchvision model; "
-                                 "allowed: the names torchvision.models.list_models() gives")
+                                 f"allowed: the names torchvision.models.list_models() gives, or {list(LOCAL_ARCHS)}")
         return self
 
 

@@ -93,6 +93,9 @@ def main(argv=None) -> int:
                     help="the cpu repository to serve and to run in-process (default: %(default)s)")
     ap.add_argument("--tiny", action="store_true",
                     help="benchmark a small repository built now (serving.minirepo) instead of --repository")
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="--tiny: the builder's stage cache, so a rerun builds in about a second (default: a "
+                         "temporary one, deleted afterwards)")
     ap.add_argument("--precision", default="fp32", help="ensemble precision to measure (default: %(default)s)")
     ap.add_argument("--images", type=Path, default=None,
                     help="folder of JPEG/PNG files to send (default: scikit-learn digits as JPEG)")
@@ -120,8 +123,9 @@ def main(argv=None) -> int:
         from serving import minirepo
 
         tmp = tempfile.TemporaryDirectory(prefix="bench-minirepo-")
-        console.print("building a small repository (serving.minirepo, max_batch_size 64) ...")
-        repo = minirepo.build(Path(tmp.name), max_batch_size=64, precisions=("fp32", "int8")) / "cpu"
+        console.print("building a small repository (serving.minirepo through the builder, max_batch_size 64) ...")
+        repo = minirepo.build(Path(tmp.name) / "repository", max_batch_size=64, precisions=("fp32", "int8"),
+                              cache_dir=args.cache_dir) / "cpu"
     if not repo.is_dir():
         raise SystemExit(f"{repo} does not exist: build it (python builders/build_all.py), pass --repository, "
                          "or use --tiny")
