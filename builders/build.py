@@ -13,7 +13,8 @@ from builders.report import BuildResult
 from builders.repository import bundle_val, recover, staging_dir, swap_in, write_target
 from builders.stages import BuildContext
 from contract import layout, releases
-from contract.manifest import FORMAT_VERSION, file_names_only, read_record, write_manifest
+from contract.manifest import (FORMAT_VERSION, Manifest, ManifestError, file_names_only, load_manifest, manifest_file,
+                               write_manifest)
 from contract.preprocess import describe_transform
 from contract.spec import BuildSpec
 
@@ -144,41 +145,53 @@ def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict, data: dict
     }
 
 
-def _old_manifest(output: Path) -> dict:
-    return read_record(output)
+def _old_manifest(output: Path) -> tuple[Manifest | None, str]:
+    """The previous build's manifest (load_manifest), or None and why it cannot be read ("" when
+    there is none)."""
+    if not manifest_file(output).is_file():
+        return None, ""
+    try:
+        return load_manifest(output), ""
+    except ManifestError as err:
+        return None, str(err)
 
 
-def _carry_over(output: Path, staging: Path, spec: BuildSpec, old: dict, artifacts: dict, models: dict) -> None:
+def _carry_over(output: Path, staging: Path, spec: BuildSpec, old: Manifest | None, unreadable: str,
+                artifacts: dict, models: dict) -> None:
     """Keep what this build did not touch: a `--target gpu` build keeps the previous cpu/
     repository, a `--model a` build keeps model b, each with its manifest records (`old`: the
-    previous manifest)."""
+    previous manifest; `unreadable`: why it could not be read, when it could not)."""
     built = {m.name for m in spec.models}
-    for path, rec in old.get("artifacts", {}).items():
-        if rec.get("target") in spec.targets and rec.get("model") in built:
+    if old is None:
+        # Without a manifest nothing can be kept; refuse when the previous repository has more.
+        kept = sorted(f"{t.name}/{d.name}" for t in output.glob("*") if t.name in ("cpu", "gpu") and t.is_dir()
+                      for d in t.iterdir() if t.name not in spec.targets
+                      or not any(d.name.startswith(f"{n}_") for n in built))
+        if unreadable and kept:
+            raise ValueError(f"{unreadable}; so {kept[0]} cannot be kept: build every model and target "
+                             "(no --model/--target), or delete the folder")
+        return
+    for path, art in old.artifacts.items():
+        if art.target in spec.targets and art.model in built:
             continue
-        if old.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{output} was written by an older builder (manifest without format_version "
-                             f"{FORMAT_VERSION}, absolute paths); its {path} cannot be kept: build every "
-                             "model and target (no --model/--target), or delete the folder")
         model_dir = Path(path).parts[:2]  # <target>/<triton model>
         src, dst = output.joinpath(*model_dir), staging.joinpath(*model_dir)
         if src.is_dir() and not dst.exists():
             shutil.copytree(src, dst)
-        artifacts.setdefault(path, rec)
+        artifacts.setdefault(path, art.record)
         # The ensembles that call a carried engine model have no artifact of their own.
-        if rec.get("precision"):
-            ens = layout.ensemble_model(rec["model"], rec["precision"], rec.get("backend"))
+        if art.precision:
+            ens = layout.ensemble_model(art.model, art.precision, art.backend)
             if (output / model_dir[0] / ens).is_dir() and not (staging / model_dir[0] / ens).exists():
                 shutil.copytree(output / model_dir[0] / ens, staging / model_dir[0] / ens)
-        if rec.get("model") not in built and rec.get("model") in old.get("models", {}):
-            models.setdefault(rec["model"], old["models"][rec["model"]])
-            source = old["models"][rec["model"]].get("checkpoint")
-            if source and (output / source).is_file() and not (staging / source).exists():
-                (staging / source).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(output / source, staging / source)
-            val = (old["models"][rec["model"]].get("data") or {}).get("val")
-            if val and (output / val).is_dir() and not (staging / val).exists():
-                shutil.copytree(output / val, staging / val)
+        if art.model not in built and art.model in old.models:
+            entry = old.models[art.model]
+            models.setdefault(art.model, entry.record)
+            for src in (entry.checkpoint, entry.val):
+                dst = staging / src.relative_to(output) if src else None
+                if dst is not None and not dst.exists():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    (shutil.copytree if src.is_dir() else shutil.copyfile)(src, dst)
 
 
 def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = False,
@@ -204,8 +217,8 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
         artifacts: dict[str, dict] = {}
         models_manifest, plan_status = {}, {}
         staging.mkdir(parents=True)
-        old = _old_manifest(output)
-        old_artifacts = old.get("artifacts", {})
+        old, unreadable = _old_manifest(output)
+        old_artifacts = old.artifacts if old else {}
         for b in builds:
             plans, status, info, cc = (_plans_for(b, ctx, target_release, require_plans) if "gpu" in spec.targets
                                        else ({}, "gpu target not built", {}, None))
@@ -222,7 +235,7 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
             models_manifest[b.spec.name] = _model_manifest(b, status, info, data)
             if b.checkpoint:
                 models_manifest[b.spec.name]["checkpoint"] = f"source/{b.spec.name}.pt"
-        _carry_over(output, staging, spec, old, artifacts, models_manifest)
+        _carry_over(output, staging, spec, old, unreadable, artifacts, models_manifest)
         manifest = {
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "targets": sorted({a["target"] for a in artifacts.values()}),

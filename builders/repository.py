@@ -19,6 +19,7 @@ from builders.triton_config import (WARMUP_DIR, engine_config, ensemble_config, 
                                     torchscript_config, write_config)
 from contract import layout
 from contract.images import load_image_folder
+from contract.manifest import Artifact
 
 
 def staging_dir(output: Path) -> Path:
@@ -52,23 +53,23 @@ def _copy(src: Path, dst: Path) -> dict:
     return {"sha256": hash_path(dst), "bytes": dst.stat().st_size}
 
 
-def _other_arch_plans(previous: Path | None, old_artifacts: dict, eng_rel: Path, precision: str,
+def _other_arch_plans(previous: Path | None, old_artifacts: dict[str, Artifact], eng_rel: Path, precision: str,
                       onnx_sha: str, cc: str) -> dict[str, Path]:
     """Plans the previous repository holds for this engine model on other GPU architectures,
     built from the same ONNX: compute capability -> file. They stay, so one repository serves
     several GPU generations (cc_model_filenames)."""
     found = {}
-    for path, rec in old_artifacts.items():
-        if (rec.get("kind") == "tensorrt_plan" and "missing" not in rec and Path(path).parent.parent == eng_rel
-                and rec.get("precision") == precision and rec.get("onnx_sha256") == onnx_sha
-                and rec.get("compute_capability") not in (None, cc) and (previous / path).is_file()):
-            found[rec["compute_capability"]] = previous / path
+    for path, art in old_artifacts.items():
+        if (art.kind == "tensorrt_plan" and not art.missing and Path(path).parent.parent == eng_rel
+                and art.precision == precision and art.onnx_sha256 == onnx_sha
+                and art.compute_capability not in (None, cc) and (previous / path).is_file()):
+            found[art.compute_capability] = previous / path
     return found
 
 
 def write_target(root: Path, target: str, build: ModelBuild, plans: dict[str, Path],
                  compute_capability: str | None = None, previous: Path | None = None,
-                 old_artifacts: dict | None = None) -> dict[str, dict]:
+                 old_artifacts: dict[str, Artifact] | None = None) -> dict[str, dict]:
     """Write one model entry's models into `root/<target>/`; returns artifact records by path.
 
     plans: precision -> TensorRT plan file (gpu target), named as the engine stage chose

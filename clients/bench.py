@@ -436,7 +436,6 @@ def run(args) -> int:
                                               key=lambda p: ("fp32", "fp16", "int8").index(p)
                                               if p in ("fp32", "fp16", "int8") else 9)
         listed = loaded.models.get(name) if loaded else None
-        entry = listed.record if listed else {}
         data = args.data or (listed.val if listed else None)
         if data is None:
             print("error: no image set; pass --data <ImageFolder> or --manifest", file=sys.stderr)
@@ -495,8 +494,8 @@ def run(args) -> int:
     dali_file = (loaded.dali_definition(name) if loaded else
                  manifest_file(args.manifest).parent / "cpu" / layout.preprocess_model(name) / "1" / layout.DALI_DEFINITION)
     if not args.no_preprocess_comparison:
-        if dali_file.is_file() and entry.get("input"):
-            pre = preprocess_comparison(dali_file, entry["input"], encoded, mode["preprocess_s"])
+        if dali_file.is_file() and listed and listed.input:
+            pre = preprocess_comparison(dali_file, listed.input, encoded, mode["preprocess_s"])
         else:
             console.print(f"note: no {dali_file} (or no input spec in the manifest); preprocessing comparison skipped")
 

@@ -64,9 +64,10 @@ def _threshold(table: dict[str, float | None], precision: str) -> float | None:
     return table.get(precision, table.get("*"))
 
 
-def tensorrt_note(manifest_model: dict, engine_platform: str, triton_version: str) -> str:
-    """Words about the TensorRT version the plans were built with against the server's."""
-    trt = manifest_model.get("tensorrt") or {}
+def tensorrt_note(manifest_model: ModelEntry, engine_platform: str, triton_version: str) -> str:
+    """Words about the TensorRT version the plans were built with (manifest_model: the manifest's
+    entry) against the server's (engine_platform: the served engine's platform; triton_version)."""
+    trt = manifest_model.tensorrt
     versions = sorted({str(v) for v in _find_key(trt, "tensorrt_version") if v})
     if engine_platform != "tensorrt_plan":
         built = f"; the manifest says for the gpu target: {trt.get('status')}" if trt.get("status") else ""
@@ -138,16 +139,14 @@ class _Reference:
 
     def __init__(self, model: ModelEntry):
         from builders.models import load_checkpoint
-        from contract.spec import Input
 
-        entry = model.record
         if model.checkpoint is None:
             raise SystemExit(f"error: the manifest has no PyTorch checkpoint for {model.name!r} (source: "
-                             f"{entry.get('source', {}).get('kind')}); nothing to verify against")
-        self.arch = entry["source"]["arch"]
-        self.checkpoint = entry["checkpoint"]
-        self.model = load_checkpoint(self.arch, model.checkpoint, int(entry["num_classes"]))
-        self.input = Input(**entry["input"])
+                             f"{model.source.get('kind')}); nothing to verify against")
+        self.arch = model.arch
+        self.checkpoint = model.checkpoint_name
+        self.model = load_checkpoint(self.arch, model.checkpoint, model.num_classes)
+        self.input = model.input_spec()
 
     def transform(self, encoded: list[bytes]) -> np.ndarray:
         from contract.preprocess import reference_preprocess, reference_transform
@@ -200,11 +199,11 @@ def run(args) -> int:
     except ManifestError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    manifest, manifest_path = loaded.record, loaded.path
-    names = args.model or sorted(manifest.get("models", {}))
-    unknown = [n for n in names if n not in manifest.get("models", {})]
+    manifest_path = loaded.path
+    names = args.model or sorted(loaded.models)
+    unknown = [n for n in names if n not in loaded.models]
     if unknown:
-        print(f"error: {unknown} not in {args.manifest}; it has {sorted(manifest.get('models', {}))}", file=sys.stderr)
+        print(f"error: {unknown} not in {args.manifest}; it has {sorted(loaded.models)}", file=sys.stderr)
         return 2
 
     client = TritonClient(args.url, args.protocol, **client_options(args))
@@ -222,10 +221,9 @@ def run(args) -> int:
     pre_rows: dict[str, dict] = {}
     started = time.perf_counter()
     for name in names:
-        entry = manifest["models"][name]
+        entry = loaded.models[name]
         on_server = served_precisions(index, name, args.backend)
-        built_precisions = (entry.get("torchscript", {}).get("precisions", {}) if args.backend == layout.TORCH_BACKEND
-                            else entry.get("precisions", {}))
+        built_precisions = entry.built_precisions(args.backend)
         wanted = args.precision or sorted(set(on_server) | set(built_precisions), key=_precision_key)
         data = args.data or loaded.models[name].val
         if data is None or not Path(data).is_dir():
@@ -235,7 +233,7 @@ def run(args) -> int:
         images = load_image_folder(data)
         if args.limit:
             images = type(images)(images.root, images.files[: args.limit], images.targets[: args.limit], images.classes)
-        labels = list(entry["labels"])
+        labels = entry.labels
         # Folder names are the labels the model was trained with; map by name so a subset of classes works.
         targets = [labels.index(images.classes[t]) if images.classes[t] in labels else t for t in images.targets]
         reference = _Reference(loaded.models[name])
@@ -340,10 +338,10 @@ def run(args) -> int:
     for r in rows:
         for problem in r.get("problems", []):
             console.print(f"{r['status']} {r['model']} {r['precision']}: {problem}", highlight=False, markup=False)
-    tools = manifest.get("tools", {})
+    tools = loaded.tools
     console.print(f"server: {meta.get('name')} {meta.get('version')} at {client.url} ({args.protocol})", highlight=False)
     console.print("artifacts built with: " + ", ".join(f"{k} {v}" for k, v in tools.items() if v)
-                  + f" (manifest {manifest.get('created', '?')})", highlight=False)
+                  + f" (manifest {loaded.created or '?'})", highlight=False)
     for name in names:
         console.print(f"reference ({name}): {references.get(name, '-')}", highlight=False, markup=False)
         console.print(f"TensorRT ({name}): {notes.get(name, '-')}", highlight=False, markup=False)
@@ -360,7 +358,7 @@ def run(args) -> int:
         args.json.write_text(json.dumps({
             "verdict": verdict,
             "server": {"url": client.url, "protocol": args.protocol, **meta},
-            "manifest": {"path": str(manifest_path), "created": manifest.get("created"), "tools": tools},
+            "manifest": {"path": str(manifest_path), "created": loaded.created, "tools": tools},
             "reference": references, "tensorrt": notes,
             "thresholds": thresholds, "preprocessing": pre_rows, "results": rows,
         }, indent=2))

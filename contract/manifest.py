@@ -74,6 +74,57 @@ def relative(path: str | Path | None, folder: Path) -> str | None:
 
 
 @dataclass(frozen=True)
+class PrecisionResult:
+    """What the build measured for one precision's model (ONNX Runtime on the validation images):
+    top-1 accuracy, agreement with fp32 and max |logit difference|; `targets`: the same for the
+    model each target uses (int8 differs: U8S8 on cpu, S8S8 Q/DQ as the plans' source on gpu)."""
+
+    precision: str
+    runnable: bool
+    reason: str = ""
+    accuracy: float | None = None
+    top1_agreement_fp32: float | None = None
+    max_abs_diff_fp32: float | None = None
+    build_seconds: float | None = None
+    notes: str = ""
+    targets: dict[str, "PrecisionResult"] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, precision: str, rec: dict) -> "PrecisionResult":
+        return cls(precision, bool(rec.get("runnable", False)), rec.get("reason") or "", rec.get("accuracy"),
+                   rec.get("top1_agreement_fp32"), rec.get("max_abs_diff_fp32"), rec.get("build_seconds"),
+                   rec.get("notes") or "",
+                   {t: cls.from_record(precision, r) for t, r in (rec.get("targets") or {}).items()})
+
+    def on(self, target: str) -> "PrecisionResult":
+        """The result for the model `target` uses (this one when the manifest has none per target)."""
+        return self.targets.get(target, self)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file the build put into the repository (`path`, relative to the manifest's folder)."""
+
+    path: str
+    target: str
+    model: str
+    kind: str                           # onnx, tensorrt_plan, torchscript, dali_definition
+    precision: str | None = None
+    backend: str | None = None          # layout.TORCH_BACKEND for the PyTorch twin, else None
+    compute_capability: str | None = None
+    onnx_sha256: str | None = None
+    missing: str | None = None          # why the file is not there yet (a plan that needs a GPU build)
+    bytes: int | None = None
+    record: dict = field(default_factory=dict)   # the JSON entry as written
+
+    @classmethod
+    def from_record(cls, path: str, rec: dict) -> "Artifact":
+        return cls(path, rec.get("target", ""), rec.get("model", ""), rec.get("kind", ""), rec.get("precision"),
+                   rec.get("backend"), rec.get("compute_capability"), rec.get("onnx_sha256"), rec.get("missing"),
+                   rec.get("bytes"), rec)
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """One model of the manifest; `checkpoint` and `val` are resolved against the manifest's folder."""
 
@@ -87,8 +138,65 @@ class ModelEntry:
         return list(self.record.get("labels", []))
 
     @property
+    def checkpoint_name(self) -> str | None:
+        """The checkpoint as the manifest records it (relative to its folder: source/<name>.pt)."""
+        return self.record.get("checkpoint")
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.record.get("num_classes", len(self.labels)))
+
+    @property
     def input(self) -> dict:
         return dict(self.record.get("input") or {})
+
+    def input_spec(self):
+        """The preprocessing the model was built with, as a contract.spec.Input."""
+        from contract.spec import Input
+
+        return Input(**self.input)
+
+    @property
+    def source(self) -> dict:
+        """The spec's source section as built (kind, arch; outside files by name only)."""
+        return dict(self.record.get("source") or {})
+
+    @property
+    def arch(self) -> str | None:
+        return self.source.get("arch")
+
+    @property
+    def precisions(self) -> dict[str, PrecisionResult]:
+        """precision -> what the build measured for it (ONNX Runtime variants)."""
+        return {p: PrecisionResult.from_record(p, r) for p, r in (self.record.get("precisions") or {}).items()}
+
+    @property
+    def torchscript(self) -> dict:
+        """The PyTorch-backend twin: {"status": ..., "precisions": {precision: parity record}}."""
+        return dict(self.record.get("torchscript") or {})
+
+    def built_precisions(self, backend: str | None = None) -> list[str]:
+        """The precisions built for `backend` (layout.TORCH_BACKEND: the TorchScript twin's)."""
+        from contract import layout
+
+        if layout.backend_name(backend) == layout.TORCH_BACKEND:
+            return list(self.torchscript.get("precisions") or {})
+        return list(self.record.get("precisions") or {})
+
+    @property
+    def tensorrt(self) -> dict:
+        """The gpu target's plans: {"status": ..., and when built tensorrt_version, gpu, plans}."""
+        return dict(self.record.get("tensorrt") or {})
+
+    @property
+    def preprocessing(self) -> dict:
+        """DALI CPU vs the torchvision transform (contract.preprocess.Parity.summary() and policy)."""
+        return dict(self.record.get("preprocessing") or {})
+
+    @property
+    def export(self) -> dict | None:
+        """PyTorch vs the exported ONNX (max_abs_diff, top1_agreement, pytorch_accuracy), if a checkpoint."""
+        return self.record.get("export")
 
 
 @dataclass(frozen=True)
@@ -106,6 +214,24 @@ class Manifest:
     @property
     def format_version(self) -> int:
         return int(self.record["format_version"])
+
+    @property
+    def created(self) -> str | None:
+        return self.record.get("created")
+
+    @property
+    def tools(self) -> dict[str, str | None]:
+        """Distribution -> version the artifacts were built with (None: not installed)."""
+        return dict(self.record.get("tools") or {})
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.record.get("targets") or [])
+
+    @property
+    def artifacts(self) -> dict[str, Artifact]:
+        """Repository path (relative to `folder`) -> the artifact written there."""
+        return {p: Artifact.from_record(p, r) for p, r in (self.record.get("artifacts") or {}).items()}
 
     def model(self, name: str) -> ModelEntry:
         if name not in self.models:
@@ -137,16 +263,6 @@ def manifest_file(path_or_folder: str | Path) -> Path:
     """The manifest.json meant by a manifest path or by the folder that holds it."""
     p = Path(path_or_folder)
     return p / MANIFEST_FILE if p.is_dir() else p
-
-
-def read_record(path_or_folder: str | Path) -> dict:
-    """The manifest's JSON as written, without checks; {} when there is none or it is not JSON.
-    For the builder, which replaces whatever it finds."""
-    try:
-        data = json.loads(manifest_file(path_or_folder).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def load_manifest(path_or_folder: str | Path) -> Manifest:

@@ -70,3 +70,33 @@ def test_spec_accepts_the_local_arch_and_names_the_allowed_ones(tmp_path):
     with pytest.raises(SpecError, match="tiny_cnn"):
         parse_spec({"models": [{"source": {"kind": "torchvision", "arch": "tiny_cnnn", "checkpoint": str(ckpt)},
                                 "data": data}]})
+
+
+def test_typed_fields_read_what_the_builder_wrote(tiny):
+    m = load_manifest(tiny)
+    record = m.record
+    assert m.tools == record["tools"] and m.created == record["created"] and m.targets == ["cpu"]
+    onnx = {p: a for p, a in m.artifacts.items() if a.kind == "onnx"}
+    assert sorted(a.precision for a in onnx.values()) == ["fp32", "int8"]
+    for path, art in onnx.items():
+        assert (art.target, art.model, art.bytes) == ("cpu", "digits", (tiny / path).stat().st_size)
+    entry = m.model("digits")
+    int8 = entry.precisions["int8"]
+    # cpu serves the U8S8 model: its own figures, not the gpu target's S8S8 ones.
+    assert int8.on("cpu").accuracy == record["models"]["digits"]["precisions"]["int8"]["targets"]["cpu"]["accuracy"]
+    assert "U8S8" in int8.on("cpu").notes and "S8S8" in int8.on("gpu").notes
+    assert entry.arch == "tiny_cnn" and entry.num_classes == 10 and entry.input_spec().crop == 32
+    assert entry.built_precisions() == ["fp32", "int8"] and entry.built_precisions("torch") == []
+
+
+def test_a_build_of_one_model_keeps_the_other_with_its_files(tmp_path, build_cache):
+    out = tmp_path / "repository"
+    minirepo.build(out, name="a", precisions=("fp32",), cache_dir=build_cache)
+    minirepo.build(out, name="b", precisions=("fp32",), cache_dir=build_cache)
+    m = load_manifest(out)   # checks that every path it records is there
+    assert sorted(m.models) == ["a", "b"]
+    assert {a.model for a in m.artifacts.values()} == {"a", "b"}
+    assert all((out / path).is_file() for path in m.artifacts)
+    kept = m.model("a")
+    assert kept.checkpoint.is_file() and len(load_image_folder(kept.val)) == 64
+    assert (out / "cpu" / layout.ensemble_model("a", "fp32") / "config.pbtxt").is_file()
