@@ -168,8 +168,9 @@ def _carry_over(output: Path, staging: Path, spec: BuildSpec, old: Manifest | No
                       for d in t.iterdir() if t.name not in spec.targets
                       or not any(d.name.startswith(f"{n}_") for n in built))
         if unreadable and kept:
-            raise ValueError(f"{unreadable}; so {kept[0]} cannot be kept: build every model and target "
-                             "(no --model/--target), or delete the folder")
+            raise ValueError(f"the previous repository's {kept[0]} cannot be kept, as its manifest cannot be "
+                             f"read ({unreadable}): build every model and target (no --model/--target), or "
+                             "delete the folder")
         return
     for path, art in old.artifacts.items():
         if art.target in spec.targets and art.model in built:

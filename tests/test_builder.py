@@ -510,6 +510,7 @@ def test_models_warm_up_with_a_real_image(built_repo, target):
 def test_plans_for_several_gpu_architectures_coexist(built_repo, build_cache, tmp_path):
     from builders.build import build
     from builders.repository import write_target
+    from contract.manifest import Artifact
 
     (b,) = build(_small_spec(tmp_path / "repo"), cache_dir=build_cache, quiet=True).models
     # The writer only places plan files and lists them; these bytes stand for plans that a GPU
@@ -518,13 +519,15 @@ def test_plans_for_several_gpu_architectures_coexist(built_repo, build_cache, tm
     sm80.write_bytes(b"plan built on sm80")
     sm90.write_bytes(b"plan built on sm90")
     first = write_target(tmp_path / "a100", "gpu", b, {"fp32": sm80}, "8.0")
-    write_target(tmp_path / "h100", "gpu", b, {"fp32": sm90}, "9.0", tmp_path / "a100", first)
+    # The previous build's artifacts as the manifest reader gives them (contract.manifest.Artifact).
+    write_target(tmp_path / "h100", "gpu", b, {"fp32": sm90}, "9.0", tmp_path / "a100",
+                 {p: Artifact.from_record(p, r) for p, r in first.items()})
     eng = Path("gpu") / layout.engine_model("digits", "fp32")
     cfg = read_config(tmp_path / "h100" / eng / "config.pbtxt")
     assert dict(cfg.cc_model_filenames) == {"8.0": "model_sm80.plan", "9.0": "model_sm90.plan"}
     assert (tmp_path / "h100" / eng / "1" / "model_sm80.plan").read_bytes() == b"plan built on sm80"
     # A plan built from another ONNX is stale: it is not kept.
-    stale = {p: {**r, "onnx_sha256": "0" * 64} for p, r in first.items()}
+    stale = {p: Artifact.from_record(p, {**r, "onnx_sha256": "0" * 64}) for p, r in first.items()}
     write_target(tmp_path / "h100b", "gpu", b, {"fp32": sm90}, "9.0", tmp_path / "a100", stale)
     cfg = read_config(tmp_path / "h100b" / eng / "config.pbtxt")
     assert dict(cfg.cc_model_filenames) == {"9.0": "model_sm90.plan"}
