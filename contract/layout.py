@@ -18,7 +18,13 @@ from __future__ import annotations
 from enum import StrEnum
 
 
-class Precision(StrEnum):
+class _Name(StrEnum):
+    # repr as the plain string, so a list of members prints as ['fp32', 'fp16'] in messages.
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class Precision(_Name):
     """A network precision. Members are strings ("fp32" == Precision.FP32), so names built from
     them (`digits_fp16`) and JSON written from them read the same as before."""
 
@@ -27,7 +33,7 @@ class Precision(StrEnum):
     INT8 = "int8"
 
 
-class Target(StrEnum):
+class Target(_Name):
     """Which repository: gpu (DALI on the GPU, TensorRT) or cpu (DALI on the CPU, ONNX Runtime)."""
 
     CPU = "cpu"
