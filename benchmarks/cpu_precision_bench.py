@@ -43,10 +43,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.served_preprocess_bench import server_stats  # noqa: E402
+from clients.load import ClosedLoop, triton_requests  # noqa: E402
+from clients.stats import statistics_delta  # noqa: E402
 from contract import layout
 from contract.images import pad_batch
 from contract.preprocess import CpuPreprocessor
-from serving.closed_loop import closed_loop  # noqa: E402
 
 ORDER = ("fp32", "int8", "fp16")
 MACHINE = "2-core CPU dev machine, shared"
@@ -189,17 +190,16 @@ def served(repo: Path, name: str, precisions: list[str], encoded: list[bytes], a
             for r in range(args.repeats):
                 for p in precisions:
                     models = (layout.preprocess_model(name), layout.engine_model(name, p))
-                    before = [server_stats(url, m) for m in models]
-                    res = closed_loop(url, "grpc", layout.ensemble_model(name, p), layout.ENSEMBLE_INPUT,
-                                      layout.ENSEMBLE_OUTPUT, requests, args.concurrency, args.served_seconds,
-                                      args.warmup)
-                    after = [server_stats(url, m) for m in models]
+                    before = server_stats(url)
+                    res = ClosedLoop(triton_requests(url, "grpc", layout.ensemble_model(name, p)), requests,
+                                     args.concurrency).run(args.served_seconds, args.warmup)
+                    delta = statistics_delta(before, server_stats(url), models)
                     # Execute time per image of each composing model (includes warm-up requests).
-                    per_image = [(a["compute_infer_ns"] - z["compute_infer_ns"]) / max(a["inferences"] - z["inferences"], 1)
-                                 / 1e6 for z, a in zip(before, after)]
+                    per_image = [delta[m]["compute_infer_ns"] / max(delta[m]["inference_count"], 1) / 1e6
+                                 for m in models]
                     runs[p].append(res.images_per_s)
                     split[p].append({"dali_ms_per_image": per_image[0], "onnxruntime_ms_per_image": per_image[1],
-                                     "latency_ms_p50": res.latency_ms(0.5)})
+                                     "latency_ms_p50": res.latency_ms["p50"]})
                 print(f"  served batch {b} repeat {r + 1}: " +
                       ", ".join(f"{p} {v[-1]:,.0f}" for p, v in runs.items()) + " img/s", flush=True)
             out = _summary(runs)

@@ -1,13 +1,13 @@
 """A closed-loop gRPC load generator spread over several processes, that reports its own CPU use.
 
-Each of `processes` worker processes runs `threads` closed-loop clients (concurrency = processes x
-threads), each with its own gRPC client. With `shared_memory`, every thread puts its input batches
+Each of `processes` worker processes runs clients.load's closed loop with `threads` clients
+(concurrency = processes x threads), each with its own gRPC client. With `shared_memory`, every thread puts its input batches
 once into a system shared-memory region registered with the server, and requests only name the
 region: the server reads the bytes in place, nothing is serialized or copied through gRPC. The
 outputs (logits) are small and come back in the response.
 
-All processes measure the same wall-clock window (epoch seconds decided by the parent), count only
-requests that started and finished inside it, and report their CPU seconds in it, so the result
+All processes measure the same wall-clock window (epoch seconds decided by the parent), count the
+requests that finished inside it (clients.load's window; figures from clients.stats), and report their CPU seconds in it, so the result
 says whether the load generator itself could have been the limit (client CPU busy ~ cores it has).
 """
 from __future__ import annotations
@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clients.load import ClosedLoop, LoadError
+from clients.stats import percentile, throughput
+
 
 @dataclass
 class LoadResult:
@@ -35,9 +38,8 @@ class LoadResult:
     shared_memory: bool
 
     def pct(self, q: float) -> float | None:
-        if not self.latencies_ms:
-            return None
-        return self.latencies_ms[min(int(q * len(self.latencies_ms)), len(self.latencies_ms) - 1)]
+        """Latency (ms) at quantile q (0..1): clients.stats.percentile, as every other load figure."""
+        return percentile(self.latencies_ms, 100 * q)
 
     @property
     def client_cpu_cores(self) -> float:
@@ -50,88 +52,77 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+class _GrpcRequester:
+    """One gRPC client for clients.load's loop; with shared memory, every batch is put once into a
+    system shared-memory region registered with the server, and a request only names its region."""
+
+    def __init__(self, url: str, model: str, input_name: str, output_name: str, batches: list[np.ndarray],
+                 shm: bool):
+        import tritonclient.grpc as grpcclient
+
+        self.mod, self.model, self.input_name, self.output_name = grpcclient, model, input_name, output_name
+        self.client = grpcclient.InferenceServerClient(url)
+        self.regions: dict[int, str] = {}     # id(batch) -> region name
+        self.handles: list = []
+        if shm:
+            import tritonclient.utils.shared_memory as shmlib
+
+            for b in batches:
+                name = f"lg-{uuid.uuid4().hex[:12]}"
+                handle = shmlib.create_shared_memory_region(name, f"/{name}", b.nbytes)
+                self.handles.append(handle)
+                shmlib.set_shared_memory_region(handle, [b])
+                self.client.register_system_shared_memory(name, f"/{name}", b.nbytes)
+                self.regions[id(b)] = name
+
+    def send(self, batch: np.ndarray) -> None:
+        inp = self.mod.InferInput(self.input_name, list(batch.shape), "UINT8")
+        if self.regions:
+            inp.set_shared_memory(self.regions[id(batch)], batch.nbytes)
+        else:
+            inp.set_data_from_numpy(batch)
+        res = self.client.infer(self.model, [inp], outputs=[self.mod.InferRequestedOutput(self.output_name)])
+        out = res.as_numpy(self.output_name)
+        if out is None or out.shape[0] != batch.shape[0]:
+            raise RuntimeError(f"{self.model}: {None if out is None else out.shape[0]} outputs for "
+                               f"{batch.shape[0]} images")
+
+    def close(self) -> None:
+        for name in self.regions.values():
+            try:
+                self.client.unregister_system_shared_memory(name)
+            except Exception:  # noqa: BLE001 - the server may be gone; the region goes below
+                pass
+        if self.handles:
+            import tritonclient.utils.shared_memory as shmlib
+
+            for h in self.handles:
+                shmlib.destroy_shared_memory_region(h)
+        self.client.close()
+
+
 def _worker(url, model, input_name, output_name, batches, threads, window, go, shm, queue):
-    import tritonclient.grpc as grpcclient
-
-    results, errors = [], []
-    cpu = {}
-    ready = threading.Barrier(threads + 1)
-    started = threading.Event()
-
-    def loop(k: int) -> None:
-        client, regions, handles = None, [], []
-        try:
-            client = grpcclient.InferenceServerClient(url)
-            if shm:
-                import tritonclient.utils.shared_memory as shmlib
-
-                for i, b in enumerate(batches):
-                    name = f"lg-{uuid.uuid4().hex[:12]}"
-                    handle = shmlib.create_shared_memory_region(name, f"/{name}", b.nbytes)
-                    shmlib.set_shared_memory_region(handle, [b])
-                    client.register_system_shared_memory(name, f"/{name}", b.nbytes)
-                    regions.append(name)
-                    handles.append(handle)
-        except BaseException as err:  # noqa: BLE001 - reported to the parent
-            errors.append(f"{type(err).__name__}: {err}")
-        ready.wait()
-        started.wait()
-        start_at, stop_at = window
-        try:
-            if errors:
-                return
-            count, lat, i = 0, [], k
-            while time.time() < stop_at:
-                j = i % len(batches)
-                i += 1
-                data = batches[j]
-                inp = grpcclient.InferInput(input_name, list(data.shape), "UINT8")
-                if shm:
-                    inp.set_shared_memory(regions[j], data.nbytes)
-                else:
-                    inp.set_data_from_numpy(data)
-                t0 = time.time()
-                res = client.infer(model, [inp], outputs=[grpcclient.InferRequestedOutput(output_name)])
-                out = res.as_numpy(output_name)
-                t1 = time.time()
-                if out is None or out.shape[0] != data.shape[0]:
-                    raise RuntimeError(f"{model}: {None if out is None else out.shape[0]} outputs for "
-                                       f"{data.shape[0]} images")
-                if t0 >= start_at and t1 <= stop_at:
-                    count += data.shape[0]
-                    lat.append(1000 * (t1 - t0))
-            results.append((count, lat))
-        except BaseException as err:  # noqa: BLE001 - reported to the parent
-            errors.append(f"{type(err).__name__}: {err}")
-        finally:
-            for name in regions if client else ():
-                try:
-                    client.unregister_system_shared_memory(name)
-                except Exception:  # noqa: BLE001 - the server may be gone; the region goes below
-                    pass
-            if handles:
-                import tritonclient.utils.shared_memory as shmlib
-
-                for h in handles:
-                    shmlib.destroy_shared_memory_region(h)
-            if client:
-                client.close()
-
-    workers = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
-    for t in workers:
-        t.start()
-    ready.wait()                 # clients connected, shared memory registered
+    """One process: clients.load's closed loop with `threads` gRPC clients, on the wall clock so
+    that every process cuts the same window."""
+    loop = ClosedLoop(lambda _i: _GrpcRequester(url, model, input_name, output_name, batches, shm), batches,
+                      threads, clock=time.time)
+    try:
+        loop.start()                 # clients connected, shared memory registered, one request answered
+    except LoadError as err:
+        queue.put({"errors": [f"{type(e).__name__}: {e}" for e in err.errors]})
+        return
     queue.put("ready")
     go.wait()
     start_at, stop_at = window   # set by the parent before `go`
-    started.set()
+    loop.go()
     time.sleep(max(0.0, start_at - time.time()))
-    cpu["start"] = _cpu_s()
+    cpu_start = _cpu_s()
     time.sleep(max(0.0, stop_at - time.time()))
-    cpu["stop"] = _cpu_s()
-    for t in workers:
-        t.join()
-    queue.put({"results": results, "errors": errors, "cpu_s": cpu.get("stop", 0.0) - cpu.get("start", 0.0)})
+    cpu_s = _cpu_s() - cpu_start
+    errors = loop.stop()
+    w = loop.window(start_at, stop_at)
+    queue.put({"latencies_s": w.latencies_s, "images": w.images, "cpu_s": cpu_s,
+               "errors": [f"{type(e).__name__}: {e}" for e in errors]})
 
 
 def run_load(url: str, model: str, input_name: str, output_name: str, batches: list[np.ndarray],
@@ -153,8 +144,10 @@ def run_load(url: str, model: str, input_name: str, output_name: str, batches: l
         p.start()
     # The window opens only when every process has imported, connected and registered its memory.
     for _ in procs:
-        if queue.get(timeout=300) != "ready":
-            raise RuntimeError("load generator process did not start")
+        got = queue.get(timeout=300)
+        if got != "ready":
+            go.set()
+            raise RuntimeError(f"load generator process did not start: {got['errors'][0]}")
     start_at = time.time() + warmup
     stop_at = start_at + seconds
     window[0], window[1] = start_at, stop_at
@@ -176,10 +169,10 @@ def run_load(url: str, model: str, input_name: str, output_name: str, batches: l
     errors = [e for r in reports for e in r["errors"]]
     if errors:
         raise RuntimeError(f"load generator failed ({len(errors)} client(s)): {errors[0]}")
-    count = sum(c for r in reports for c, _ in r["results"])
-    lat = sorted(x for r in reports for _, ls in r["results"] for x in ls)
-    return LoadResult(count / seconds, len(lat), lat, sum(r["cpu_s"] for r in reports), seconds,
-                      processes, concurrency, shared_memory)
+    lat = [x for r in reports for x in r["latencies_s"]]
+    rate = throughput(len(lat), sum(r["images"] for r in reports), seconds)
+    return LoadResult(rate["images_per_s"], len(lat), sorted(1000 * x for x in lat), sum(r["cpu_s"] for r in reports),
+                      seconds, processes, concurrency, shared_memory)
 
 
 def client_cores() -> int:

@@ -42,11 +42,12 @@ if str(ROOT) not in sys.path:
 from benchmarks.jpegs import make_jpegs  # noqa: E402
 from benchmarks.preprocess_bench import _repeat, _timed_loops, dali_gpu_support, environment  # noqa: E402
 from builders import triton_config
+from clients.load import ClosedLoop, triton_requests
+from clients.stats import per_request_ms, percentile, statistics_delta
 from contract import layout
 from contract.images import pad_batch
 from contract.preprocess import serialize
 from contract.spec import Input, ModelSpec, Triton
-from serving.closed_loop import closed_loop  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -127,38 +128,30 @@ def in_process_rate(dali_file: Path, device_id, threads: int, batch: int, instan
 
 def served_rate(url: str, model: str, requests: list[np.ndarray], concurrency: int, seconds: float,
                 warmup: float) -> dict:
-    r = closed_loop(url, "grpc", model, layout.DALI_INPUT, layout.DALI_OUTPUT, requests, concurrency,
-                    seconds, warmup)
-    return {"concurrency": concurrency, "img_s": r.images_per_s, "requests": r.requests,
-            "latency_ms_p50": r.latency_ms(0.5), "latency_ms_max": r.latency_ms(1.0)}
+    """The preprocessing model under `concurrency` closed-loop gRPC clients (clients.load): images/s,
+    requests and latency of the measured window; each output tensor is read into client memory."""
+    w = ClosedLoop(triton_requests(url, "grpc", model, preprocess=True, timeout_s=120), requests,
+                   concurrency).run(seconds, warmup)
+    return {"concurrency": concurrency, "img_s": w.images_per_s, "requests": w.requests,
+            "latency_ms_p50": w.latency_ms["p50"], "latency_ms_max": percentile(w.latencies_s, 100) * 1000}
 
 
-def server_stats(url: str, model: str) -> dict:
-    """Triton's cumulative per-model statistics (counts and nanoseconds) for `model`."""
-    import tritonclient.grpc as grpcclient
+def server_stats(url: str, model: str | None = None) -> dict:
+    """Triton's cumulative statistics ({model: counters}, clients.repository.normalize_statistics) of
+    `model`, or of every model when None, over gRPC at url."""
+    from clients.triton import TritonClient
 
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        st = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
-    finally:
-        client.close()
-    inf = st["inference_stats"]
-    out = {"executions": int(st.get("execution_count", 0)), "inferences": int(st.get("inference_count", 0))}
-    for key in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
-        out[key + "_count"] = int(inf.get(key, {}).get("count", 0))
-        out[key + "_ns"] = int(inf.get(key, {}).get("ns", 0))
-    return out
+    with TritonClient(url, "grpc") as client:
+        return client.statistics(model or "")
 
 
-def stats_delta(a: dict, b: dict) -> dict:
-    """Server-side time per request (ms) between two snapshots: where a request's time goes inside
-    tritonserver (queue, input copy, the stand-in's execute incl. DALI and the host copy, output)."""
-    d = {k: b[k] - a[k] for k in a}
-    n = max(d["success_count"], 1)
-    res = {"requests": d["success_count"], "executions": d["executions"], "inferences": d["inferences"]}
-    for key in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
-        res[f"{key}_ms_per_request"] = d[key + "_ns"] / n / 1e6
-    return res
+def stats_delta(a: dict, b: dict, model: str) -> dict:
+    """Server-side time per request (ms) of `model` between two server_stats snapshots: where a
+    request's time goes inside tritonserver (queue, input copy, the stand-in's execute incl. DALI and
+    the host copy, output)."""
+    d = statistics_delta(a, b, [model])[model]
+    return {"requests": d["success_count"], "executions": d["execution_count"], "inferences": d["inference_count"],
+            **{f"{key}_ms_per_request": ms for key, ms in per_request_ms(d).items()}}
 
 
 def main(argv=None) -> int:
@@ -254,7 +247,7 @@ def main(argv=None) -> int:
             for c in (int(x) for x in args.concurrency.split(",")):
                 before = server_stats(server.grpc_url, model)
                 pt = served_rate(server.grpc_url, model, requests, c, args.seconds, args.warmup)
-                pt["server_side"] = stats_delta(before, server_stats(server.grpc_url, model))
+                pt["server_side"] = stats_delta(before, server_stats(server.grpc_url, model), model)
                 points.append(pt)
                 ss = pt["server_side"]
                 print(f"served, {c} requests in flight: {pt['img_s']:,.0f} img/s "

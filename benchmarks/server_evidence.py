@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clients.stats import percentile, statistics_delta
 from contract import layout
 
 
@@ -59,15 +60,13 @@ class GpuSampler:
     def summary(self) -> dict:
         s = self.samples
         return {"source": self.source, "samples": len(s), "mean_pct": float(np.mean(s)) if s else None,
-                "p90_pct": float(np.percentile(s, 90)) if s else None}
+                "p90_pct": percentile(s, 90)}
 
 
 def step_breakdown(before: dict, after: dict, window_s: float, instances: dict[str, int]) -> dict:
     """Per model: ms per request in queue and compute, and the busy fraction of its instances."""
     out = {}
-    for name, a in after.items():
-        b = before.get(name, {})
-        d = {k: a.get(k, 0) - b.get(k, 0) for k in a}
+    for name, d in statistics_delta(before, after).items():
         n, execs = max(d["success_count"], 1), max(d["execution_count"], 1)
         compute = d["compute_input_ns"] + d["compute_infer_ns"] + d["compute_output_ns"]
         out[name] = {"requests": d["success_count"], "executions": d["execution_count"],

@@ -4,7 +4,7 @@
     python benchmarks/soak.py --quick                                     # 60 s
 
 Starts serving.local_server.LocalTritonServer on the repository (default model_repository/cpu),
-then `--concurrency` closed-loop clients (threads, one TritonClient each, HTTP by default) send
+then `--concurrency` closed-loop clients (clients.load: threads, one TritonClient each, HTTP by default) send
 requests of `--batch` real validation images (the manifest's data.val) back to back for
 `--duration` seconds. Every `--sample` seconds it records the resident memory (VmRSS) of
 tritonserver and of every python backend stub (named by its model), and the requests finished,
@@ -21,7 +21,6 @@ import argparse
 import json
 import platform
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from clients.load import ClosedLoop, triton_requests  # noqa: E402
+from clients.stats import throughput  # noqa: E402
 from contract import layout
 from contract.manifest import load_manifest
 
@@ -110,7 +111,6 @@ def slope_mib_per_min(t: list[float], y: list[float]) -> float:
 
 
 def run(args) -> dict:
-    from clients.triton import TritonClient, TritonClientError
     from contract.images import load_image_folder
     from contract.images import pad_batch
     from serving.local_server import LocalTritonServer, free_port
@@ -126,72 +126,50 @@ def run(args) -> dict:
                for i in range(0, len(encoded), args.batch)]
     model = layout.ensemble_model(name, args.precision)
 
-    events: list[tuple[float, float, str | None]] = []   # (end time, latency s, error)
-    lock = threading.Lock()
-    stop = threading.Event()
-
+    inf = float("inf")
     with LocalTritonServer(args.repository, http_port=free_port(), grpc_port=free_port(),
                            metrics_port=free_port(), timeout_s=300) as server:
         url = server.http_url if args.protocol == "http" else server.grpc_url
-
-        def loop(i: int):
-            with TritonClient(url, args.protocol, timeout_s=60) as client:
-                k = i
-                while not stop.is_set():
-                    t0 = time.perf_counter()
-                    try:
-                        client.infer(model, batches[k % len(batches)], top_k=0)
-                        err = None
-                    except TritonClientError as e:
-                        err = str(e)
-                    end = time.perf_counter()
-                    with lock:
-                        events.append((end, end - t0, err))
-                    k += args.concurrency
-
-        threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(args.concurrency)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
+        # Errors are recorded, not fatal: the soak counts them over time.
+        loop = ClosedLoop(triton_requests(url, args.protocol, model, timeout_s=60), batches, args.concurrency,
+                          stop_on_error=False)
+        loop.start()
+        start = loop.go()
         samples = []
         next_at = start
-        while True:
-            now = time.perf_counter()
-            with lock:
-                done = [e for e in events if e[0] <= now]
-            window = [e for e in done if e[0] > (samples[-1]["t"] + start if samples else start)]
-            lat = [e[1] * 1000 for e in window if e[2] is None]
-            samples.append({"t": round(now - start, 2), "rss_mib": memory(server.pid),
-                            "requests": len(window), "errors": sum(e[2] is not None for e in window),
-                            "p99_ms": float(np.percentile(lat, 99)) if lat else None})
-            print(f"t={now - start:6.0f}s  " + "  ".join(f"{k} {v:.0f}" for k, v in samples[-1]["rss_mib"].items())
-                  + f"  req {samples[-1]['requests']} err {samples[-1]['errors']}", flush=True)
-            if now - start >= duration:
-                break
-            next_at += args.sample
-            time.sleep(max(0.0, min(next_at, start + duration) - time.perf_counter()))
-        stop.set()
-        for t in threads:
-            t.join(timeout=70)
+        try:
+            while True:
+                now = loop.clock()
+                w = loop.window(start + samples[-1]["t"] if samples else -inf, now)
+                samples.append({"t": round(now - start, 2), "rss_mib": memory(server.pid),
+                                "requests": w.requests + len(w.errors), "errors": len(w.errors),
+                                "p99_ms": w.latency_ms["p99"]})
+                print(f"t={now - start:6.0f}s  " + "  ".join(f"{k} {v:.0f}" for k, v in samples[-1]["rss_mib"].items())
+                      + f"  req {samples[-1]['requests']} err {samples[-1]['errors']}", flush=True)
+                if now - start >= duration:
+                    break
+                next_at += args.sample
+                time.sleep(max(0.0, min(next_at, start + duration) - loop.clock()))
+        finally:
+            loop.stop(70)
 
-    post = [e for e in events if e[0] - start >= warmup]
     third = (duration - warmup) / 3
-    first = [e[1] * 1000 for e in post if e[0] - start < warmup + third and e[2] is None]
-    last = [e[1] * 1000 for e in post if e[0] - start >= duration - third and e[2] is None]
-    p99_first = float(np.percentile(first, 99)) if first else None
-    p99_last = float(np.percentile(last, 99)) if last else None
+    p99_first = loop.window(start + warmup, start + warmup + third).latency_ms["p99"]
+    p99_last = loop.window(start + duration - third, inf).latency_ms["p99"]
+    everything = loop.window(-inf, inf)
+    requests = everything.requests + len(everything.errors)
     procs = {}
     for label in samples[-1]["rss_mib"]:
         pts = [(s["t"], s["rss_mib"][label]) for s in samples if label in s["rss_mib"] and s["t"] >= warmup]
         if pts:
             procs[label] = {"rss_first_mib": pts[0][1], "rss_last_mib": pts[-1][1],
                             "slope_mib_per_min": slope_mib_per_min([p[0] for p in pts], [p[1] for p in pts])}
-    errors = [e[2] for e in events if e[2] is not None]
+    errors = everything.errors
     return {
         "machine": args.machine, "python": platform.python_version(), "model": model, "protocol": args.protocol,
         "duration_s": duration, "warmup_s": warmup, "concurrency": args.concurrency, "batch": args.batch,
-        "requests": len(events), "errors": len(errors), "first_errors": errors[:5],
-        "images_per_s": len(events) * args.batch / duration,
+        "requests": requests, "errors": len(errors), "first_errors": errors[:5],
+        "images_per_s": throughput(requests, requests * args.batch, duration)["images_per_s"],
         "p99_ms_first_third": p99_first, "p99_ms_last_third": p99_last,
         "p99_drift_pct": (100 * (p99_last - p99_first) / p99_first) if p99_first and p99_last else None,
         "processes": procs, "samples": samples,

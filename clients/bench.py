@@ -5,8 +5,8 @@
     python -m clients.bench --protocol grpc --precision fp16 --batch-size 1 --batch-size 32 --concurrency 4
 
 Each point (protocol x precision x batch size x concurrency) runs `concurrency` closed-loop clients
-(threads, one TritonClient each) that send the same kind of request back to back: `batch` encoded
-images of the image set, zero-padded, one request. Time is cut into windows; a point is stable when
+(clients.load: threads, one TritonClient each) that send the same kind of request back to back:
+`batch` encoded images of the image set, zero-padded, one request. Time is cut into windows; a point is stable when
 three consecutive windows agree within --stability (10 %) on both throughput and mean latency, as
 perf_analyzer does, or it stops at --max-windows and is flagged unstable. Figures come from the last
 three windows: inferences/s (requests), images/s (= requests x batch), latency p50/p90/p95/p99 of
@@ -25,325 +25,28 @@ latency_vs_throughput.png.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from clients._bench_output import preprocess_comparison, write_outputs
+from clients._bench_point import breakdown, measure_point
+from clients._bench_point import short as _short
 from contract import layout
 from contract.manifest import ManifestError, load_manifest, manifest_file
 
-PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+# The public API of this module: the CLI, one measured point (another command calls it), and the
+# pieces that turn points into the report.
+__all__ = ["main", "run", "measure_point", "breakdown", "write_outputs", "preprocess_comparison", "SHORT", "THOROUGH"]
+
 SHORT = {"batch_sizes": [1, 8, 32], "concurrency": [1], "window_s": 0.5, "max_windows": 6, "preprocess_s": 1.0}
 THOROUGH = {"batch_sizes": [1, 2, 4, 8, 16, 32, 64], "concurrency": [1, 2, 4], "window_s": 2.0,
             "max_windows": 10, "preprocess_s": 4.0}
 
 
-@dataclass
-class _Worker:
-    latencies: list[tuple[float, float]] = field(default_factory=list)   # (end time, seconds)
-    sent: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-def _role(step: str) -> str:
-    if step.endswith("_preprocess"):
-        return "preprocess"
-    if step.endswith("_infer"):
-        return "engine"
-    return step
-
-
-def _stats_delta(before: dict, after: dict, models: list[str]) -> dict[str, dict[str, int]]:
-    out = {}
-    for m in models:
-        a, b = after.get(m, {}), before.get(m, {})
-        out[m] = {k: a.get(k, 0) - b.get(k, 0) for k in a}
-    return out
-
-
-def breakdown(delta: dict[str, dict[str, int]], steps: list[str]) -> tuple[dict, str]:
-    """Average µs per request for each composing model and phase; names the slowest step."""
-    table: dict[str, dict[str, float]] = {}
-    for step in steps:
-        d = delta.get(step, {})
-        n = max(d.get("success_count", 0), 1)
-        table[step] = {ph: d.get(f"{ph}_ns", 0) / n / 1000.0 for ph in PHASES}
-        table[step]["total"] = sum(table[step][ph] for ph in PHASES)
-    if not table or all(v["total"] == 0 for v in table.values()):
-        return table, "no server statistics"
-    worst = max(table, key=lambda s: table[s]["total"])
-    phase = max(PHASES, key=lambda ph: table[worst][ph])
-    share = table[worst]["total"] / max(sum(v["total"] for v in table.values()), 1e-9)
-    return table, (f"{_role(worst)} ({worst}): {table[worst]['total'] / 1000:.2f} ms/request, "
-                   f"{100 * share:.0f} % of the server-side step time, mostly {phase}")
-
-
-def _short(bottleneck: str) -> str:
-    """'engine (digits_fp32_infer): 2.10 ms/request, 70 % ..., mostly compute_infer' -> 'engine compute_infer 70 %'."""
-    if "mostly" not in bottleneck:
-        return bottleneck
-    share = bottleneck.split(", ")[1].split(" of")[0]
-    return f"{bottleneck.split(' ')[0]} {bottleneck.rsplit('mostly ', 1)[-1]} ({share})"
-
-
-def _stable(values: list[float], tol: float) -> bool:
-    if len(values) < 3:
-        return False
-    last = values[-3:]
-    mean = sum(last) / 3
-    return mean > 0 and all(abs(v - mean) <= tol * mean for v in last)
-
-
-def measure_point(url: str | None, protocol: str, model: str, batches: list[np.ndarray], concurrency: int,
-                  window_s: float, max_windows: int, stability: float, timeout_s: float, stats_client,
-                  steps: list[str], client_kw: dict | None = None) -> dict:
-    """One sweep point; see the module docstring. client_kw: further TritonClient arguments (TLS, key)."""
-    from clients.triton import TritonClient, TritonClientError
-
-    watched = [model] + steps
-    stop = threading.Event()
-    workers = [_Worker() for _ in range(concurrency)]
-    # Each thread makes its own client: the sync HTTP client runs on gevent and must stay on the
-    # thread that created it. Warm-up happens before the barrier, outside the counted period.
-    ready = threading.Barrier(concurrency + 1, timeout=timeout_s + 10)
-    firsts: list[float] = []
-
-    def loop(i: int):
-        w = workers[i]
-        try:
-            client = TritonClient(url, protocol, **dict(client_kw or {}, timeout_s=timeout_s))
-            client.model_info(model)
-            t0 = time.perf_counter()
-            client.infer(model, batches[i % len(batches)], top_k=0)  # first request pays lazy allocations
-            firsts.append(time.perf_counter() - t0)
-        except TritonClientError as err:
-            w.errors.append(str(err))
-            stop.set()
-            ready.abort()
-            return
-        try:
-            ready.wait()
-            k = i
-            while not stop.is_set():
-                batch = batches[k % len(batches)]
-                k += concurrency
-                w.sent += 1
-                start = time.perf_counter()
-                try:
-                    client.infer(model, batch, top_k=0)
-                except TritonClientError as err:
-                    w.errors.append(str(err))
-                    stop.set()
-                    return
-                end = time.perf_counter()
-                w.latencies.append((end, end - start))
-        except threading.BrokenBarrierError:
-            pass
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(concurrency)]
-    for t in threads:
-        t.start()
-    try:
-        return _measure(model, batches, concurrency, window_s, max_windows, stability, timeout_s, stats_client,
-                        steps, protocol, watched, stop, workers, ready, firsts, threads)
-    finally:
-        stop.set()   # whatever failed, no client thread keeps sending
-        for t in threads:
-            t.join(timeout=timeout_s + 5)
-
-
-def _measure(model, batches, concurrency, window_s, max_windows, stability, timeout_s, stats_client, steps,
-             protocol, watched, stop, workers, ready, firsts, threads) -> dict:
-    """measure_point's windows and figures, with its clients running."""
-    from clients.triton import TritonClientError
-
-    before_all: dict = {}
-    try:
-        # Statistics are read before releasing the clients, so the totals cover exactly the counted requests.
-        while len(firsts) < concurrency and not stop.is_set():
-            time.sleep(0.01)
-        before_all = stats_client.statistics()
-        ready.wait()
-    except threading.BrokenBarrierError:
-        pass
-    # A window must hold enough requests to make a rate: at least ~8 per client.
-    window = max(window_s, 8 * max(firsts, default=0.0))
-    if not stop.is_set():
-        time.sleep(min(window / 2, 1.0))   # let every client get going before the first window
-    bounds = [time.perf_counter()]
-    snaps = [stats_client.statistics()]
-    rates, means = [], []
-    while len(rates) < max_windows and not stop.is_set():
-        time.sleep(max(0.0, bounds[-1] + window - time.perf_counter()))
-        bounds.append(time.perf_counter())
-        snaps.append(stats_client.statistics())
-        lats = [d for w in workers for (e, d) in w.latencies if bounds[-2] <= e < bounds[-1]]
-        rates.append(len(lats) / (bounds[-1] - bounds[-2]))
-        means.append(float(np.mean(lats)) if lats else float("inf"))
-        if _stable(rates, stability) and _stable(means, stability):
-            break
-    stop.set()
-    for t in threads:   # every request sent has its answer before the server's totals are read
-        t.join(timeout=timeout_s + 5)
-    after_all = stats_client.statistics()
-    errors = [e for w in workers for e in w.errors]
-    if errors:
-        raise TritonClientError(f"{model} batch {len(batches[0])}: {errors[0]}")
-
-    lo, hi = bounds[max(0, len(bounds) - 4)], bounds[-1]
-    lats = np.array([d for w in workers for (e, d) in w.latencies if lo <= e < hi]) * 1000.0
-    span = hi - lo
-    batch = batches[0].shape[0]
-    delta = _stats_delta(snaps[max(0, len(snaps) - 4)], snaps[-1], watched)
-    table, bottleneck = breakdown(delta, steps)
-    ens = delta.get(model, {})
-    total = _stats_delta(before_all, after_all, [model])[model]
-    infer_s = len(lats) / span if span > 0 else 0.0
-    return {
-        "protocol": protocol, "model": model, "batch_size": batch, "concurrency": concurrency,
-        "window_s": round(window, 3), "windows": len(rates), "stable": _stable(rates, stability) and
-        _stable(means, stability), "measured_requests": int(len(lats)),
-        "inferences_per_s": infer_s, "images_per_s": infer_s * batch,
-        "latency_ms": {"avg": float(lats.mean()) if len(lats) else None,
-                       **{f"p{q}": float(np.percentile(lats, q)) if len(lats) else None for q in (50, 90, 95, 99)}},
-        "server_latency_ms": ens.get("success_ns", 0) / max(ens.get("success_count", 0), 1) / 1e6,
-        "server_breakdown_us": table, "bottleneck": bottleneck,
-        # Whole point, warm-up excluded (taken before before_all), for the request-count check.
-        "client_requests": int(sum(w.sent for w in workers)),
-        "server_requests": int(total.get("success_count", 0) + total.get("fail_count", 0)),
-        "server_inferences": int(total.get("inference_count", 0)),
-    }
-
-
-def preprocess_comparison(dali_file: Path, inp: dict, encoded: list[bytes], min_s: float, threads: int = 2) -> dict:
-    """DALI CPU pipeline (batched, `threads` worker threads) vs a per-image PIL + torchvision loop."""
-    import torch
-    import torchvision.transforms as T
-    from PIL import Image
-
-    from contract.preprocess import CpuPreprocessor
-
-    pre = CpuPreprocessor(dali_file, num_threads=threads)
-    arrays = [np.frombuffer(e, np.uint8) for e in encoded]
-    bs = pre.max_batch_size
-
-    def dali_pass():
-        for i in range(0, len(arrays), bs):
-            pre(arrays[i: i + bs])
-
-    tf = T.Compose([T.Resize(inp["resize"]), T.CenterCrop(inp["crop"]), T.ToTensor(),
-                    T.Normalize(inp["mean"], inp["std"])])
-
-    def pil_pass():
-        for e in encoded:
-            tf(Image.open(io.BytesIO(e)).convert("RGB"))
-
-    def rate(fn) -> tuple[float, int]:
-        fn()  # warm-up (pipeline buffers, first decode)
-        n, start = 0, time.perf_counter()
-        while True:
-            fn()
-            n += len(encoded)
-            el = time.perf_counter() - start
-            if el >= min_s:
-                return n / el, n
-
-    torch.set_num_threads(1)  # the per-image loop is one DataLoader worker's work
-    dali_rate, dali_n = rate(dali_pass)
-    pil_rate, pil_n = rate(pil_pass)
-    return {"images": len(encoded), "dali_images_per_s": dali_rate, "pil_images_per_s": pil_rate,
-            "ratio": dali_rate / pil_rate if pil_rate else None, "dali_threads": threads, "dali_batch": bs,
-            "dali_file": str(dali_file), "pil": "PIL decode + torchvision Resize/CenterCrop/ToTensor/Normalize, "
-            "one image at a time", "timed_images": {"dali": dali_n, "pil": pil_n}}
-
-
-def write_outputs(out: Path, rows: list[dict], meta: dict) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "bench.json", out / "bench.csv"]
-    paths[0].write_text(json.dumps({**meta, "points": rows}, indent=2))
-    with paths[1].open("w", newline="") as f:
-        w = csv.writer(f)
-        head = ["protocol", "precision", "model", "batch_size", "concurrency", "stable", "windows",
-                "inferences_per_s", "images_per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms",
-                "server_ms", "client_requests", "server_requests"]
-        head += [f"{role}_{ph}_us" for role in ("preprocess", "engine") for ph in PHASES] + ["bottleneck"]
-        w.writerow(head)
-        for r in rows:
-            lat = r["latency_ms"]
-            by_role = {_role(s): v for s, v in r["server_breakdown_us"].items()}
-            w.writerow([r["protocol"], r["precision"], r["model"], r["batch_size"], r["concurrency"], r["stable"],
-                        r["windows"], f"{r['inferences_per_s']:.2f}", f"{r['images_per_s']:.1f}",
-                        *(f"{lat[k]:.3f}" for k in ("p50", "p90", "p95", "p99", "avg")), f"{r['server_latency_ms']:.3f}",
-                        r["client_requests"], r["server_requests"],
-                        *(f"{by_role.get(role, {}).get(ph, 0):.1f}" for role in ("preprocess", "engine") for ph in PHASES),
-                        r["bottleneck"]])
-    paths += _plots(out, rows)
-    return paths
-
-
-def _plots(out: Path, rows: list[dict]) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series: dict[tuple, list[dict]] = {}
-    for r in rows:
-        series.setdefault((r["precision"], r["protocol"], r["concurrency"]), []).append(r)
-    multi_c = len({r["concurrency"] for r in rows}) > 1
-    colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
-    styles = {"http": "-", "grpc": "--"}
-    label = (lambda p, pr, c: f"{p} {pr}" + (f" c={c}" if multi_c else ""))
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=80)
-    for (prec, proto, conc), pts in sorted(series.items()):
-        pts = sorted(pts, key=lambda r: r["batch_size"])
-        ax.plot([r["batch_size"] for r in pts], [r["images_per_s"] for r in pts], styles.get(proto, ":"),
-                marker="o", color=colors.get(prec), label=label(prec, proto, conc), alpha=0.9)
-    ax.set_xscale("log", base=2)
-    p1 = _save(fig, ax, out / "throughput_vs_batch.png", "throughput vs batch size",
-               "batch size (images per request)", "images/s")
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=80)
-    for (prec, proto, conc), pts in sorted(series.items()):
-        pts = sorted(pts, key=lambda r: r["images_per_s"])
-        ax.plot([r["images_per_s"] for r in pts], [r["latency_ms"]["p99"] for r in pts], styles.get(proto, ":"),
-                marker="o", color=colors.get(prec), label=label(prec, proto, conc), alpha=0.9)
-        for r in pts:
-            ax.annotate(str(r["batch_size"]), (r["images_per_s"], r["latency_ms"]["p99"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
-    ax.set_yscale("log")
-    p2 = _save(fig, ax, out / "latency_vs_throughput.png", "latency vs throughput (labels: batch size)",
-               "images/s", "p99 latency per request (ms)")
-    return [p1, p2]
-
-
-def _save(fig, ax, path: Path, title: str, xlabel: str, ylabel: str) -> Path:
-    import matplotlib.pyplot as plt
-
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def _parser() -> argparse.ArgumentParser:
     from clients.repository import add_backend_argument
-    from clients.triton import PROTOCOLS, add_connection_arguments
+    from clients.connection import PROTOCOLS, add_connection_arguments
 
     p = argparse.ArgumentParser(
         prog="python -m clients.bench",
@@ -391,8 +94,9 @@ def run(args) -> int:
     from rich.table import Table
 
     from clients.connection import client_options, split_url
-    from clients.triton import (TritonClient, TritonClientError, normalize_url, served_base_models,
-                                served_precisions)
+    from clients.connection import normalize_url
+    from clients.repository import served_base_models, served_precisions
+    from clients.triton import TritonClient, TritonClientError
     from contract.images import load_image_folder
     from contract.images import pad_batch
 
@@ -551,3 +255,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

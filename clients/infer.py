@@ -37,7 +37,7 @@ def collect_images(paths: list[Path]) -> list[Path]:
 
 def _parser() -> argparse.ArgumentParser:
     from clients.repository import add_backend_argument
-    from clients.triton import add_connection_arguments
+    from clients.connection import add_connection_arguments
 
     p = argparse.ArgumentParser(prog="python -m clients.infer",
                                 description="Send images to a Triton ensemble and print the top-k labels.")
@@ -114,7 +114,8 @@ def run(args) -> int:
     from rich.table import Table
 
     from clients.connection import client_options
-    from clients.triton import TritonClient, TritonClientError, ensemble_name, served_base_models
+    from clients.repository import ensemble_name, served_base_models
+    from clients.triton import TritonClient, TritonClientError
 
     try:
         files = collect_images(args.images)

@@ -98,7 +98,7 @@ def _find_key(obj: Any, key: str):
 
 def _parser() -> argparse.ArgumentParser:
     from clients.repository import add_backend_argument
-    from clients.triton import add_connection_arguments
+    from clients.connection import add_connection_arguments
 
     p = argparse.ArgumentParser(
         prog="python -m clients.verify",
@@ -184,7 +184,8 @@ def run(args) -> int:
     from rich.table import Table
 
     from clients.connection import client_options
-    from clients.triton import TritonClient, TritonClientError, served_precisions
+    from clients.repository import served_precisions
+    from clients.triton import TritonClient, TritonClientError
     from clients.triton_runner import TritonRunner
     from contract.images import load_image_folder
     from contract.images import pad_batch

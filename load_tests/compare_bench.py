@@ -30,12 +30,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from clients.stats import latency_ms, throughput
 from contract import layout
 from contract.manifest import load_manifest
 
 
 def locust_throughput(log_file: Path, warmup_s: float) -> dict:
-    """Successful requests/s over the steady window of a --request-log file."""
+    """Successful requests/s and their latency over the steady window of a --request-log file (rows:
+    start, end, ..., user, ..., ok; times in seconds)."""
     rows = []
     with open(log_file) as f:
         for r in csv.reader(f):
@@ -49,9 +51,12 @@ def locust_throughput(log_file: Path, warmup_s: float) -> dict:
     hi = max(end for _s, end, _u, _ok in rows) - warmup_s
     if hi - lo < 1.0:
         raise RuntimeError(f"the steady window is {hi - lo:.2f} s; run longer (--seconds) or shorten --warmup")
-    inside = [ok for _s, end, _u, ok in rows if lo <= end < hi]
-    return {"requests_per_s": sum(inside) / (hi - lo), "window_s": hi - lo, "requests": len(inside),
-            "failures": len(inside) - sum(inside), "total_requests": len(rows)}
+    inside = [(end - start, ok) for start, end, _u, ok in rows if lo <= end < hi]
+    ok_latencies = [lat for lat, ok in inside if ok]
+    # The same figures as clients.bench's (clients.stats): successful requests per second of the window.
+    return {"requests_per_s": throughput(len(ok_latencies), 0, hi - lo)["requests_per_s"], "window_s": hi - lo,
+            "requests": len(inside), "failures": len(inside) - len(ok_latencies), "total_requests": len(rows),
+            "latency_ms": latency_ms(ok_latencies)}
 
 
 def run_locust(args, urls: dict, log_file: Path, out: Path) -> tuple[int, str]:

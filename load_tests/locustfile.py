@@ -245,16 +245,16 @@ class TritonUser(User):
         return self.response_bytes(result, logits)
 
     def describe(self, err: BaseException, batch) -> TritonRequestError:
-        from clients.triton import _is_connection_error, _is_timeout, _message
+        from clients.errors import is_connection_error, is_timeout, message
 
         if isinstance(err, TritonRequestError):
             text = str(err)
-        elif _is_timeout(err):
+        elif is_timeout(err):
             text = f"no answer within {self.timeout_s:g} s (--request-timeout); server overloaded or stuck?"
-        elif _is_connection_error(err):
-            text = f"cannot reach the server at {self.url}: {_message(err)}"
+        elif is_connection_error(err):
+            text = f"cannot reach the server at {self.url}: {message(err)}"
         else:
-            text = _message(err)
+            text = message(err)
         shown = ", ".join(batch.files[:3]) + (f" (+{len(batch.files) - 3} more)" if len(batch.files) > 3 else "")
         # Locust groups failures by this text, so equal causes on equal batches count together.
         return TritonRequestError(f"{self.model} over {self.protocol}, batch {len(batch.files)} [{shown}]: {text}")

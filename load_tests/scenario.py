@@ -145,7 +145,7 @@ class Scenario:
 
     @classmethod
     def from_options(cls, opts) -> "Scenario":
-        from clients.triton import normalize_url
+        from clients.connection import normalize_url
 
         manifest_path = manifest_file(resolve_path(opts.manifest))
         # Optional: --images and --model can stand in for it. load_manifest's errors are ValueErrors.

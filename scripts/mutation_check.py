@@ -92,13 +92,13 @@ MUTANTS = [
            [GUARDS, "-k", "calibration"]),
     # client retry / backoff
     # "0 * ": zero whatever the default is.
-    Mutant("client-retries-0", "clients/triton.py", "retries: int = ", "retries: int = 0 * ",
+    Mutant("client-retries-0", "clients/_base.py", "retries: int = ", "retries: int = 0 * ",
            [GUARDS, "-k", "retries"]),
     Mutant("cli-retries-0", "clients/connection.py", 'parser.add_argument("--retries", type=int, default=',
            'parser.add_argument("--retries", type=int, default=0 * ', [GUARDS, "-k", "retries"]),
-    Mutant("retry-never", "clients/triton.py", "and attempt < self.retries and", "and attempt < 0 and",
+    Mutant("retry-never", "clients/_sync.py", "and attempt < self.retries and", "and attempt < 0 and",
            [SERVER, "-k", "outage"], nth=0),
-    Mutant("no-backoff", "clients/triton.py", "min(self.backoff_s * (2 ** attempt), 2.0)",
+    Mutant("no-backoff", "clients/_base.py", "min(self.backoff_s * (2 ** attempt), 2.0)",
            "min(self.backoff_s * (2 ** attempt), 0.0)", [SERVER, "-k", "outage"]),
     # SLA gates
     Mutant("sla-no-exit-code", "load_tests/locustfile.py",

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from builders import triton_config
+from clients.load import ClosedLoop, triton_requests
 from contract import layout
 from contract.images import pad_batch
 from contract.preprocess import CpuPreprocessor
-from serving.closed_loop import closed_loop
 
 TARGET_RATIO = 0.85
 
@@ -82,9 +82,8 @@ class InProcess:
 
 def _served_rate(url: str, protocol: str, model: str, batches: list[np.ndarray], concurrency: int,
                  seconds: float, warmup: float) -> float:
-    """Images/s with `concurrency` clients each sending requests back to back."""
-    return closed_loop(url, protocol, model, layout.ENSEMBLE_INPUT, layout.ENSEMBLE_OUTPUT, batches,
-                       concurrency, seconds, warmup).images_per_s
+    """Images/s with `concurrency` clients each sending requests back to back (clients.load)."""
+    return ClosedLoop(triton_requests(url, protocol, model), batches, concurrency).run(seconds, warmup).images_per_s
 
 
 def main(argv=None) -> int:
