@@ -130,7 +130,6 @@ def torch_server(built_repo):
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_served_torch_ensemble_matches_in_process(torch_server, built_repo, manifest, protocol):
     from clients.triton import TritonClient
-    from contract.images import pad_batch
 
     x, encoded = _val_tensors(built_repo, manifest, limit=24)
     url = torch_server.http_url if protocol == "http" else torch_server.grpc_url
