@@ -12,6 +12,13 @@ files as shown: rounded to the digits the doc prints, or as a percentage of a fr
 by "%". Each file must be tracked by git and name the command that made it: a top-level "command"
 in the JSON, or `made by: <command>` in the comment (`<!-- figures: x.json; made by: python y.py -->`).
 
+Numbers are read as printed: "1,589", "1.6e-5" (to its significant digits), "19.5k" (thousands, to
+the hundreds), "98.3 %"; the number of a name ("ResNet-18", "top-1") is not a figure.
+
+Outside every passage (and outside code), no doc may quote a measured-looking figure: a throughput
+("3,016 images/s", "img/s", "req/s") or a speed-up ("2.5×"); a bound ("≥ 2.0×") may stand anywhere.
+README must declare the files behind its measurement paragraphs (test_readme_...).
+
 A quoted number may match any value of the named files, so a drift to another value that the files
 happen to hold (likelier for short numbers, e.g. 0.9) goes unnoticed: name only the files a passage
 quotes, and keep passages to their figures.
