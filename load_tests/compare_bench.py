@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("results/compare_bench"),
                    help="folder for the Locust CSV, request log and compare.json (default: %(default)s)")
     args = p.parse_args(argv)
+    # Recorded in compare.json so that a figure quoted from it names the command that made it.
+    args.command = shlex.join(["python", "load_tests/compare_bench.py", *(sys.argv[1:] if argv is None else argv)])
     args.manifest = args.manifest or args.repository / layout.MANIFEST_FILE
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -157,9 +160,9 @@ def _compare(args, urls: dict) -> int:
     print(f"ratio locust/bench = {ratio:.3f} ({verdict} the target {args.target:g}); load average before: "
           f"{load[0]:.2f} on {os.cpu_count()} CPUs, server and both clients on this machine")
     (args.out / "compare.json").write_text(json.dumps({
-        "model": model, "protocol": args.protocol, "batch_size": bs, "users": args.users, "urls": urls,
+        "command": args.command, "machine_cpus": os.cpu_count(), "model": model, "protocol": args.protocol, "batch_size": bs, "users": args.users, "urls": urls,
         "bench": {k: bench[k] for k in ("inferences_per_s", "images_per_s", "stable", "windows", "latency_ms")},
-        "locust": loc, "ratio": ratio, "target": args.target, "loadavg": load, "time": time.time()}, indent=2))
+        "locust": {**loc, "images_per_s": loc["requests_per_s"] * bs}, "ratio": ratio, "target": args.target, "loadavg": load, "time": time.time()}, indent=2))
     return 0 if ratio >= args.target else 1
 
 

@@ -15,6 +15,10 @@ in-process.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -110,7 +114,10 @@ def main(argv=None) -> int:
                     help="clients sending one image each for the dynamic batching run (default: %(default)s)")
     ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per point (default: %(default)s)")
     ap.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per point (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="also write the figures as JSON to this file, with the command that made them")
     args = ap.parse_args(argv)
+    command = shlex.join(["python", "-m", "serving.bench_local", *(sys.argv[1:] if argv is None else argv)])
 
     from rich.console import Console
     from rich.table import Table
@@ -181,6 +188,7 @@ def main(argv=None) -> int:
         for col in ("batch", "in-process", "served", "in flight", "served / in-process"):
             table.add_column(col, justify="right")
         best_local = best_served = (0.0, 0)
+        rows = []
         for b in sizes:
             lr = in_process(b)
             sr, c = max((_served_rate(url, args.protocol, model, batches_of(b), c, args.seconds, args.warmup), c)
@@ -188,6 +196,8 @@ def main(argv=None) -> int:
             best_local = max(best_local, (lr, b))
             best_served = max(best_served, (sr, b))
             table.add_row(str(b), f"{lr:,.0f}", f"{sr:,.0f}", str(c), f"{sr / lr:.2f}")
+            rows.append({"batch": b, "in_process_images_per_s": lr, "served_images_per_s": sr, "in_flight": c,
+                         "ratio": sr / lr})
         console.print(table)
 
         single_local = in_process(1)
@@ -205,6 +215,16 @@ def main(argv=None) -> int:
         console.print(summary)
         console.print(f"served/in-process at best batch: [bold]{ratio:.2f}[/bold] — {verdict} the target "
                       f"{TARGET_RATIO}")
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({
+                "command": command, "model": model, "protocol": args.protocol, "machine_cpus": os.cpu_count(),
+                "loadavg_after": os.getloadavg(), "time": time.time(), "batches": rows,
+                "best": {"in_process_images_per_s": best_local[0], "in_process_batch": best_local[1],
+                         "served_images_per_s": best_served[0], "served_batch": best_served[1], "ratio": ratio},
+                "single_images": {"clients": args.single_concurrency, "in_process_images_per_s": single_local,
+                                  "served_images_per_s": single_served,
+                                  "ratio": single_served / single_local}}, indent=2) + "\n")
     finally:
         if server is not None:
             server.stop()
