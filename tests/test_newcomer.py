@@ -97,3 +97,49 @@ def test_checkpoint_with_another_class_count_says_so(tmp_path):
     wrapped = {f"module.{k}": v for k, v in state.items()}
     with pytest.raises(ValueError, match="DataParallel"):
         load_checkpoint("mobilenet_v3_small", _saved(tmp_path, wrapped, "w.pt"), 10)
+
+
+def _tiny_conv_onnx(path, tiny_tensors: int):
+    """`tiny_tensors` chained 1x1 convs (3 -> 3 channels) on the engine input, each weight tensor
+    holding one number below fp16's smallest subnormal (onnxconverter-common warns once per tensor)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from contract.layout import ENGINE_INPUT
+
+    nodes, weights, prev = [], [], ENGINE_INPUT
+    for i in range(tiny_tensors):
+        w = np.full((3, 3, 1, 1), 0.3, np.float32)
+        w.flat[0] = 1e-9
+        weights.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"y{i}"]))
+        prev = f"y{i}"
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info(ENGINE_INPUT, TensorProto.FLOAT, ["n", 3, 4, 4])],
+        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["n", 3, 4, 4])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_precision_stages_summarize_third_party_chatter(tmp_path, capfd, caplog):
+    import logging
+
+    import numpy as np
+
+    from builders.precision import to_fp16, to_int8
+    from contract.spec import Calibration
+
+    fp32 = _tiny_conv_onnx(tmp_path / "fp32.onnx", tiny_tensors=5)
+    x = np.random.default_rng(0).random((4, 3, 4, 4), dtype=np.float32)
+    with caplog.at_level(logging.INFO, logger="builders.precision"):
+        to_fp16(fp32, tmp_path / "fp16.onnx")
+        to_int8(fp32, tmp_path / "int8.onnx", x, Calibration(method="entropy"), tmp_path / "calib")
+        to_int8(fp32, tmp_path / "u8.onnx", x, Calibration(method="entropy"), tmp_path / "calib", runtime="onnxruntime")
+    out, err = capfd.readouterr()
+    for chatter in ("will be truncated", "Number of tensors", "Collecting tensor data", "pre-processing"):
+        assert chatter not in out + err, chatter
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("fp16: 5 weight tensors hold values outside fp16's range" in m for m in lines) == 1, lines
+    assert any(m.startswith("calibration (entropy):") and "progress lines" in m for m in lines), lines
+    assert (tmp_path / "fp16.onnx").is_file() and (tmp_path / "u8.onnx").is_file()
