@@ -391,6 +391,7 @@ def run(args) -> int:
     from rich.table import Table
 
     from clients.connection import client_options, split_url
+    from clients.hints import resolve_ensemble
     from clients.triton import (TritonClient, TritonClientError, normalize_url, served_base_models,
                                 served_precisions)
     from contract.images import load_image_folder
@@ -432,6 +433,8 @@ def run(args) -> int:
             print(f"error: the server serves {len(bases)} models ({', '.join(bases) or 'none'}); choose one with "
                   "--model", file=sys.stderr)
             return 2
+        for precision in args.precision or [None]:   # the name as typed, and each precision asked for
+            resolve_ensemble(index, name, precision, args.backend, http_url)
         precisions = args.precision or sorted(served_precisions(index, name, args.backend),
                                               key=lambda p: ("fp32", "fp16", "int8").index(p)
                                               if p in ("fp32", "fp16", "int8") else 9)

@@ -43,6 +43,7 @@ import numpy as np
 from contract.images import pad_batch
 # Everything below was defined in this module before it was split; callers import it from here
 # (load_tests.locustfile even the underscored helpers), so all of it stays importable as before.
+from clients.hints import wrong_protocol
 from clients.connection import (API_KEY_ENV, API_KEY_HEADER, DEFAULT_PORTS, LOCAL_SERVER_HINT,  # noqa: F401
                                 PROTOCOLS, add_connection_arguments, normalize_url, read_api_key, split_url)
 from clients.connection import tritonclient_module as _modules
@@ -125,6 +126,9 @@ class _Common:
             "(the local launcher prints why it exited), then send again.")
 
     def _unavailable(self, err: BaseException | str, attempts: int, waited: float) -> ServerUnavailable:
+        wrong = wrong_protocol(err if isinstance(err, str) else _message(err), self.protocol, self.url)
+        if wrong is not None:
+            return wrong
         exc = ServerUnavailable(
             f"cannot reach a Triton server at {self.url} over {self.protocol} ({_message(err)}; "
             f"{attempts} attempt(s) in {waited:.1f} s). Is it running, and is {'HTTP' if self.protocol == 'http' else 'gRPC'} on that port "
@@ -180,6 +184,9 @@ class _Common:
         """A tritonclient/transport error -> TritonClientError with words (or err itself if unknown)."""
         if isinstance(err, TritonClientError):
             return err
+        wrong = wrong_protocol(_message(err), self.protocol, self.url)
+        if wrong is not None:
+            return wrong
         if _is_restricted(err):
             return ApiRestricted(
                 f"the server at {self.url} restricts this API ({_message(err)}) and "
