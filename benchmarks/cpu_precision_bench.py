@@ -39,8 +39,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from benchmarks.served_preprocess_bench import server_stats  # noqa: E402
 from clients.load import ClosedLoop, triton_requests  # noqa: E402

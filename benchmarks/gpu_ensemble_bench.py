@@ -35,10 +35,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 from benchmarks.jpegs import make_jpegs  # noqa: E402
 from benchmarks.loadgen import client_cores, run_load  # noqa: E402
 from benchmarks.server_evidence import GpuSampler, perf_analyzer, server_statistics, step_breakdown  # noqa: E402

@@ -32,10 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 from benchmarks.jpegs import make_jpegs  # noqa: E402
 from contract.layout import DALI_INPUT
 from contract.preprocess import dali_gpu_support, reference_preprocess, serialize

@@ -28,16 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from benchmarks.jpegs import make_jpegs  # noqa: E402
 from benchmarks.preprocess_bench import _repeat, _timed_loops, dali_gpu_support, environment  # noqa: E402

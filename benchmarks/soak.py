@@ -26,12 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from clients.load import ClosedLoop, triton_requests  # noqa: E402
-from clients.stats import throughput  # noqa: E402
+from clients.load import ClosedLoop, triton_requests
+from clients.stats import throughput
 from contract import layout
 from contract.manifest import load_manifest
 

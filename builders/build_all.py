@@ -15,10 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # `python builders/build_all.py` puts builders/ on sys.path, not the project root.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from contract.spec import PRECISIONS, TARGETS, BuildSpec, SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torchvision
 
+from builders.checkpoints import describe_mismatch
 from contract.images import ImageSet
 from contract.preprocess import reference_preprocess, reference_transform
 from contract.spec import LOCAL_ARCHS, Input
@@ -48,9 +49,10 @@ def load_checkpoint(arch: str, checkpoint: Path, num_classes: int) -> torch.nn.M
         state = state["state_dict"]
     try:
         model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"checkpoint {checkpoint} does not fit torchvision '{arch}' with "
-                         f"{num_classes} classes: {str(err).splitlines()[0]}") from None
+    except RuntimeError:
+        # PyTorch's message lists every key; say what differs and what the checkpoint looks like.
+        raise ValueError(f"source.checkpoint {checkpoint} does not fit torchvision '{arch}' with "
+                         f"{num_classes} classes: {describe_mismatch(model, state, arch, num_classes)}") from None
     return model.eval()
 
 

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from builders.chatter import fp16_truncation_summarized, ort_quantization_quiet
 from contract.layout import ENGINE_INPUT
 from contract.spec import Calibration
 
@@ -26,7 +27,8 @@ def to_fp16(fp32_path: Path, out_path: Path) -> Path:
     """Convert weights and compute to fp16; inputs and outputs stay FP32 (casts at the edges)."""
     from onnxconverter_common import float16
 
-    model = float16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    with fp16_truncation_summarized():
+        model = float16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
     onnx.save(model, str(out_path))
     return out_path
 
@@ -97,8 +99,9 @@ def calibrate(fp32_path: Path, x: np.ndarray, calib: Calibration, cache: Path, s
     with tempfile.TemporaryDirectory(prefix="calib-") as tmp:
         calibrator = create_calibrator(str(fp32_path), [], augmented_model_path=f"{tmp}/augmented.onnx",
                                        calibrate_method=method, extra_options=options)
-        calibrator.collect_data(_Batches(x, progress=progress))
-        ranges = calibrator.compute_data()
+        with ort_quantization_quiet(f"calibration ({calib.method})"):
+            calibrator.collect_data(_Batches(x, progress=progress))
+            ranges = calibrator.compute_data()
         del calibrator
     tmp_cache = cache.with_suffix(".partial")
     save_tensors_data(ranges, tmp_cache)
@@ -204,7 +207,8 @@ def to_int8(fp32_path: Path, out_path: Path, x: np.ndarray, calib: Calibration, 
     with tempfile.TemporaryDirectory(prefix="int8-") as tmp:
         # The TensorRT variant quantizes the export as it is: TensorRT takes float biases anyway.
         source = fp32_path if symmetric else _inline_shared_initializers(fp32_path, Path(tmp) / "inlined.onnx")
-        quantize_static(str(source), str(out_path), calibration_data_reader=None, per_channel=True,
-                        weight_type=QuantType.QInt8, calibrate_method=_ort_method(calib)[0],
-                        calibration_cache_path=cache, **settings)
+        with ort_quantization_quiet(f"int8 ({runtime})"):
+            quantize_static(str(source), str(out_path), calibration_data_reader=None, per_channel=True,
+                            weight_type=QuantType.QInt8, calibrate_method=_ort_method(calib)[0],
+                            calibration_cache_path=cache, **settings)
     return Path(out_path), cache, reused

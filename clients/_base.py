@@ -13,6 +13,7 @@ from clients.connection import tritonclient_module
 from clients.errors import (ApiRestricted, BatchTooLarge, ConnectionLost, ModelNotReady, RequestTimeout,
                             ServerNotReady, ServerUnavailable, TritonClientError, UnknownModel, is_connection_error,
                             is_connection_lost, is_restricted, is_timeout, message)
+from clients.hints import wrong_protocol
 from clients.results import ModelInfo
 from clients.shm import ShmRegions
 from contract.images import pad_batch
@@ -79,6 +80,9 @@ class ClientBase:
             "(the local launcher prints why it exited), then send again.")
 
     def _unavailable(self, err: BaseException | str, attempts: int, waited: float) -> ServerUnavailable:
+        wrong = wrong_protocol(err if isinstance(err, str) else message(err), self.protocol, self.url)
+        if wrong is not None:
+            return wrong
         exc = ServerUnavailable(
             f"cannot reach a Triton server at {self.url} over {self.protocol} ({message(err)}; "
             f"{attempts} attempt(s) in {waited:.1f} s). Is it running, and is {'HTTP' if self.protocol == 'http' else 'gRPC'} on that port "
@@ -134,6 +138,9 @@ class ClientBase:
         """A tritonclient/transport error -> TritonClientError with words (or err itself if unknown)."""
         if isinstance(err, TritonClientError):
             return err
+        wrong = wrong_protocol(message(err), self.protocol, self.url)
+        if wrong is not None:
+            return wrong
         if is_restricted(err):
             return ApiRestricted(
                 f"the server at {self.url} restricts this API ({message(err)}) and "

@@ -95,6 +95,7 @@ def run(args) -> int:
 
     from clients.connection import client_options, split_url
     from clients.connection import normalize_url
+    from clients.hints import resolve_ensemble
     from clients.repository import served_base_models, served_precisions
     from clients.triton import TritonClient, TritonClientError
     from contract.images import load_image_folder
@@ -136,6 +137,8 @@ def run(args) -> int:
             print(f"error: the server serves {len(bases)} models ({', '.join(bases) or 'none'}); choose one with "
                   "--model", file=sys.stderr)
             return 2
+        for precision in args.precision or [None]:   # the name as typed, and each precision asked for
+            resolve_ensemble(index, name, precision, args.backend, http_url)
         precisions = args.precision or sorted(served_precisions(index, name, args.backend),
                                               key=lambda p: ("fp32", "fp16", "int8").index(p)
                                               if p in ("fp32", "fp16", "int8") else 9)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 PROTOCOLS = ("http", "grpc")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
-LOCAL_SERVER_HINT = ("Start the local server with `python -m serving.local_server --repository "
-                     "model_repository/cpu` (HTTP port 8000, gRPC 8001) or `docker compose up`, "
+LOCAL_SERVER_HINT = ("Start the local server with `tik-serve --repository model_repository/cpu` "
+                     "(or python -m serving.local_server; HTTP port 8000, gRPC 8001) or `docker compose up`, "
                      "or pass the server's address with --url.")
 
 

@@ -114,7 +114,8 @@ def run(args) -> int:
     from rich.table import Table
 
     from clients.connection import client_options
-    from clients.repository import ensemble_name, served_base_models
+    from clients.hints import resolve_ensemble
+    from clients.repository import served_base_models
     from clients.triton import TritonClient, TritonClientError
 
     try:
@@ -140,8 +141,7 @@ def run(args) -> int:
                     return 2
                 model = bases[0]
             # A full ensemble name (digits_fp16) is used as given; a model name gets the precision appended.
-            is_ensemble = any(m["name"] == model for m in index) and model not in served_base_models(index)
-            ensemble = model if is_ensemble else ensemble_name(model, args.precision, args.backend)
+            ensemble = resolve_ensemble(index, model, args.precision, args.backend, client.url)
             info = client.model_info(ensemble)   # unknown model: one clear error, not one per file
             size = min(args.batch_size, info.max_batch_size or args.batch_size)
             start = time.perf_counter()

@@ -10,9 +10,11 @@ spec raises :class:`SpecError` before anything is written.
 """
 from __future__ import annotations
 
+import difflib
+import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -59,10 +61,11 @@ class Source(_Strict):
         if self.kind != "demo":
             import torchvision.models
 
-            if (self.kind == "torchvision" and self.arch not in LOCAL_ARCHS
-                    and self.arch not in torchvision.models.list_models()):
-                raise ValueError(f"source.arch = {self.arch!r} is not a torchvision model; "
-                                 f"allowed: the names torchvision.models.list_models() gives, or {list(LOCAL_ARCHS)}")
+            names = torchvision.models.list_models()
+            if self.kind == "torchvision" and self.arch not in LOCAL_ARCHS and self.arch not in names:
+                raise ValueError(f"source.arch = {self.arch!r} is not a torchvision model"
+                                 f"{_did_you_mean(self.arch, [*names, *LOCAL_ARCHS])}; allowed: the names "
+                                 f"torchvision.models.list_models() gives, or {list(LOCAL_ARCHS)}")
         return self
 
 
@@ -142,11 +145,22 @@ class Calibration(_Strict):
     on when the build machine is an x86 CPU without VNNI (build where you serve, or set it)."""
 
 
+def default_preferred_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
+    """A quarter, a half and all of max_batch_size (64 -> 16, 32, 64; 8 -> 2, 4, 8)."""
+    return tuple(sorted({max(1, max_batch_size // 4), max(1, max_batch_size // 2), max_batch_size}))
+
+
+def default_opt_batch(max_batch_size: int) -> int:
+    """Half of max_batch_size (64 -> 32)."""
+    return max(1, max_batch_size // 2)
+
+
 class Triton(_Strict):
     """How Triton batches and places the models of this entry."""
 
     max_batch_size: int = Field(64, ge=1, le=4096)
     preferred_batch_sizes: tuple[int, ...] = (16, 32, 64)
+    """Unset: a quarter, a half and all of max_batch_size (the default 64 gives 16, 32, 64)."""
     max_queue_delay_us: int = Field(500, ge=0, le=10_000_000)
     ragged_input: bool = True
     """True: requests with encoded images of different lengths batch together (allow_ragged_batch
@@ -174,6 +188,15 @@ class Triton(_Strict):
     max_request_pixels: int = Field(512_000_000, ge=0)
     """Pixel budget per request, all images together (0 = no limit); 512 MP is 64 images of 8 MP."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preferred_follow_max(cls, data):
+        # A spec that sets only max_batch_size gets preferred sizes that fit it.
+        if isinstance(data, dict) and "preferred_batch_sizes" not in data \
+                and isinstance(data.get("max_batch_size"), int) and data["max_batch_size"] >= 1:
+            data = {**data, "preferred_batch_sizes": default_preferred_batch_sizes(data["max_batch_size"])}
+        return data
+
     @model_validator(mode="after")
     def _preferred_fit(self) -> "Triton":
         too_big = [b for b in self.preferred_batch_sizes if b < 1 or b > self.max_batch_size]
@@ -187,7 +210,8 @@ class Engine(_Strict):
     """TensorRT plans (gpu target): one optimization profile per plan."""
 
     opt_batch: int = Field(32, ge=1)
-    """The batch size users serve most; TensorRT tunes kernels for it."""
+    """The batch size users serve most; TensorRT tunes kernels for it. Unset: half of
+    triton.max_batch_size (the default 64 gives 32)."""
     min_batch: int = 1
     """Smallest batch of the optimization profile. Must be 1: Triton's TensorRT backend rejects
     any request batch below the profile minimum, and the server's warm-up and single-image
@@ -226,6 +250,24 @@ class ModelSpec(_Strict):
     (`<name>_<precision>_torch_infer`, platform pytorch_libtorch) and a DALI -> TorchScript ensemble
     `<name>_<precision>_torch`, in every target. Needs a PyTorch source (kinds demo and torchvision);
     left at its default, an onnx source simply has no twin."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _opt_batch_follows_max(cls, data):
+        # A spec that sets only triton.max_batch_size gets an engine.opt_batch that fits it.
+        if not isinstance(data, dict):
+            return data
+        triton, engine = data.get("triton"), data.get("engine")
+        mbs = triton.max_batch_size if isinstance(triton, Triton) else \
+            triton.get("max_batch_size") if isinstance(triton, dict) else None
+        if not isinstance(mbs, int) or mbs < 1:
+            return data
+        engine = {} if engine is None else engine
+        if isinstance(engine, dict) and "opt_batch" not in engine:
+            data = {**data, "engine": {**engine, "opt_batch": default_opt_batch(mbs)}}
+        elif isinstance(engine, Engine) and "opt_batch" not in engine.model_fields_set:
+            data = {**data, "engine": engine.model_copy(update={"opt_batch": default_opt_batch(mbs)})}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":
@@ -268,6 +310,36 @@ class BuildSpec(_Strict):
         return self
 
 
+def _did_you_mean(given: object, choices) -> str:
+    """' (did you mean 'x'?)' for the closest of `choices` to `given`, or '' when none is close."""
+    if not isinstance(given, str):
+        return ""
+    close = difflib.get_close_matches(given, [str(c) for c in choices], n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _model_of(annotation) -> type[BaseModel] | None:
+    """The spec section class inside a field's type (ModelSpec inside tuple[ModelSpec, ...])."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The field names allowed in the section `loc` points into (the last element is the key)."""
+    model: type[BaseModel] | None = BuildSpec
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _model_of(field.annotation) if field else None
+    return list(model.model_fields) if model else []
+
+
 def _format_errors(err: ValidationError, path: Path) -> str:
     lines = [f"{path}: {err.error_count()} problem(s) in the build spec"]
     for e in err.errors():
@@ -275,7 +347,12 @@ def _format_errors(err: ValidationError, path: Path) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         given = e.get("input")
         shown = "" if isinstance(given, dict) else f" (got {given!r})"
-        lines.append(f"  {loc}: {msg}{shown}")
+        hint = ""
+        if e["type"] == "extra_forbidden" and e["loc"]:
+            hint = _did_you_mean(e["loc"][-1], _fields_at(e["loc"]))
+        elif e["type"] == "literal_error":
+            hint = _did_you_mean(given, re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", ""))))
+        lines.append(f"  {loc}: {msg}{shown}{hint}")
     return "\n".join(lines)
 
 
@@ -296,8 +373,22 @@ def load_spec(path: Path) -> BuildSpec:
         raise SpecError(f"{path}: spec file not found") from None
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{path}: not valid TOML: {err}") from None
-    spec = parse_spec(raw, path)
-    return _resolve_paths(spec, path.resolve().parent)
+    spec = _resolve_paths(parse_spec(raw, path), path.resolve().parent)
+    _check_source_files(spec, raw, path)
+    return spec
+
+
+def _check_source_files(spec: BuildSpec, raw: dict, path: Path) -> None:
+    """A missing checkpoint or ONNX file is a spec error, found before anything is built."""
+    for i, m in enumerate(spec.models):
+        for field in ("checkpoint", "onnx"):
+            needed = (m.source.kind, field) in (("torchvision", "checkpoint"), ("onnx", "onnx"))
+            file = getattr(m.source, field)
+            if needed and file is not None and not file.is_file():
+                written = raw["models"][i]["source"][field]
+                where = "" if Path(written).is_absolute() else " (relative paths are taken from the spec's folder)"
+                raise SpecError(f"{path}: models.{i}.source.{field} = {written!r} (model {m.name!r}): "
+                                f"no such file {file}{where}")
 
 
 def _resolve_paths(spec: BuildSpec, base: Path) -> BuildSpec:

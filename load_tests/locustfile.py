@@ -31,9 +31,6 @@ import time  # noqa: E402
 import weakref  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-# Workers of a distributed run may start from a plain checkout, without the project installed.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import gevent  # noqa: E402
 from locust import LoadTestShape, User, events, task  # noqa: E402
 from locust import stats as locust_stats  # noqa: E402

@@ -49,7 +49,10 @@ def test_wrong_value_names_field_value_and_allowed():
 def test_cross_field_rules():
     assert "crop" in _spec_error({"models": [{"input": {"resize": 32, "crop": 64}}]})
     assert "fp32" in _spec_error({"models": [{"precisions": ["int8"]}]})
-    assert "preferred_batch_sizes" in _spec_error({"models": [{"triton": {"max_batch_size": 8}}]})
+    # Explicit values that conflict still fail (defaults follow max_batch_size: tests/test_newcomer.py).
+    assert "preferred_batch_sizes" in _spec_error({"models": [{"triton": {"max_batch_size": 8,
+                                                                         "preferred_batch_sizes": [16]}}]})
+    assert "opt_batch" in _spec_error({"models": [{"triton": {"max_batch_size": 8}, "engine": {"opt_batch": 32}}]})
     assert "unique" in _spec_error({"models": [{"name": "a"}, {"name": "a"}]})
     assert "checkpoint" in _spec_error({"models": [{"source": {"kind": "torchvision"}}]})
 
@@ -465,8 +468,9 @@ def test_checkpoint_for_another_architecture_is_refused(built_repo, demo_data, t
 
     spec = _user_spec(tmp_path, demo_data, {"kind": "torchvision", "arch": "resnet18",
                                            "checkpoint": str(built_repo / "source" / "digits.pt")})
-    with pytest.raises(BuildError, match="does not fit torchvision 'resnet18'"):
+    with pytest.raises(BuildError, match="does not fit torchvision 'resnet18'") as err:
         build(spec, cache_dir=tmp_path / "cache", quiet=True)
+    assert "looks like torchvision 'mobilenet_v3_small'" in str(err.value)
     assert not (tmp_path / "repo").exists()
 
 

@@ -218,6 +218,36 @@ def test_bench_short_run_matches_server_statistics(server, manifest_path, name, 
         assert (tmp_path / f).stat().st_size > 0
 
 
+# --- what a newcomer trips on (issue 15) ------------------------------------------------------------
+
+def test_unknown_model_is_reported_as_typed_with_what_is_served(server, name, val, capsys):
+    from clients import bench, infer
+
+    image = str(val.files[0])
+    assert infer.main([image, *_conn(server), "--model", f"{name}_fp64"]) == 2
+    err = capsys.readouterr().err
+    assert f"no model '{name}_fp64'" in err and f"{name}_fp64_fp32" not in err
+    assert f"{name} (fp16, fp32, int8)" in err and "Did you mean" in err
+    assert infer.main([image, *_conn(server), "--model", name, "--precision", "fp64"]) == 2
+    err = capsys.readouterr().err
+    assert f"serves '{name}', but not in precision 'fp64'" in err and "fp16, fp32, int8" in err
+    assert bench.main(["--url", server.http_url, "--model", f"{name}_fp64", "--precision", "fp32"]) == 2
+    assert f"no model '{name}_fp64'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("protocol, other", [("http", "gRPC"), ("grpc", "HTTP")])
+def test_client_at_the_other_protocols_port_says_so(server, val, protocol, other, capsys):
+    wrong_url = _urls(server)["grpc" if protocol == "http" else "http"]
+    with pytest.raises(ServerUnavailable) as err:
+        with TritonClient(wrong_url, protocol, timeout_s=3, retries=0) as client:
+            client.wait_until_ready()
+    assert f"is this the {other} port? Use --protocol {other.lower()}" in str(err.value)
+    from clients import infer
+
+    assert infer.main([str(val.files[0]), "--url", wrong_url, "--protocol", protocol, "--timeout", "3"]) == 2
+    assert f"is this the {other} port?" in capsys.readouterr().err
+
+
 def test_stopped_server_fails_clearly(server, name, val):
     """Last in the module: it stops the module's server."""
     model = layout.ensemble_model(name, "fp32")
@@ -229,3 +259,4 @@ def test_stopped_server_fails_clearly(server, name, val):
         client.infer(model, val.encoded(1), top_k=0)
     assert time.monotonic() - start < 3 + 2
     client.close()
+

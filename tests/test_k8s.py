@@ -324,8 +324,9 @@ def test_locust_settings_are_options_the_locustfile_and_locust_know():
         assert name in (known_locust if name.startswith("LOCUST_") else scenario), name
     # The image holds what the locustfile imports.
     dockerfile = (K8S / "locust" / "Dockerfile").read_text()
-    for folder in ("builders", "clients", "load_tests"):
+    for folder in ("contract", "builders", "clients", "load_tests"):
         assert f"COPY {folder}/ /app/{folder}/" in dockerfile and (ROOT / folder).is_dir()
+    assert "ENV PYTHONPATH=/app" in dockerfile   # the locustfile no longer edits sys.path
     assert "-c requirements.lock" in dockerfile
 
 
