@@ -19,11 +19,9 @@ the GPU rows are skipped with the reason.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import threading
@@ -32,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.jpegs import make_jpegs  # noqa: E402
+from benchmarks.jpegs import make_jpegs
+from benchmarks.preprocess_baselines import dataloader_rates, pil_loop, repeat as _repeat
+from benchmarks.preprocess_report import plot, print_table
 from contract.layout import DALI_INPUT
-from contract.preprocess import dali_gpu_support, reference_preprocess, serialize
+from contract.preprocess import dali_gpu_support, serialize
 from contract.spec import Input, Triton
 
 
@@ -164,11 +164,6 @@ def _timed_loops(workers, min_time: float, warmup: int = 2) -> float:
     return sum(counts) / elapsed
 
 
-def _repeat(fn, repeats: int) -> tuple[float, list[float]]:
-    runs = [fn() for _ in range(repeats)]
-    return statistics.median(runs), runs
-
-
 # --- backends -------------------------------------------------------------------------------------
 
 class DaliRunner:
@@ -208,62 +203,6 @@ class DaliRunner:
 
     def measure(self, min_time: float, repeats: int):
         return _repeat(lambda: _timed_loops(self.workers(), min_time), repeats)
-
-
-def pil_loop(encoded: list[bytes], inp: Input) -> float:
-    start = time.perf_counter()
-    for e in encoded:
-        reference_preprocess(e, inp)
-    return len(encoded) / (time.perf_counter() - start)
-
-
-class _JpegDataset:
-    def __init__(self, encoded: list[bytes], inp: Input):
-        import torchvision.transforms as T
-
-        self.encoded = encoded
-        self.tf = T.Compose([T.Resize(inp.resize), T.CenterCrop(inp.crop), T.ToTensor(),
-                             T.Normalize(inp.mean, inp.std)])
-
-    def __len__(self):
-        return len(self.encoded)
-
-    def __getitem__(self, i):
-        from PIL import Image
-
-        return self.tf(Image.open(io.BytesIO(self.encoded[i])).convert("RGB"))
-
-
-def _one_thread(_):
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def dataloader_rates(encoded: list[bytes], inp: Input, workers: int, batch: int, repeats: int):
-    import torch
-    from torch.utils.data import DataLoader
-
-    cuda = torch.cuda.is_available()
-    loader = DataLoader(_JpegDataset(encoded, inp), batch_size=batch, num_workers=workers,
-                        pin_memory=cuda, persistent_workers=workers > 0, worker_init_fn=_one_thread,
-                        prefetch_factor=4 if workers > 0 else None)
-
-    def epoch():
-        start = time.perf_counter()
-        n = 0
-        for x in loader:
-            if cuda:
-                x = x.cuda(non_blocking=True)
-            n += len(x)
-        if cuda:
-            torch.cuda.synchronize()
-        return n / (time.perf_counter() - start)
-
-    epoch()                      # starts the workers
-    result = _repeat(epoch, repeats)
-    del loader
-    return result
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -386,64 +325,6 @@ def run(args) -> dict:
         top = max(gpu_rows, key=lambda r: r["img_s"])
         result["best_gpu"] = {k: top[k] for k in ("hw_decoder_load", "batch", "num_threads", "instances", "img_s")}
     return result
-
-
-def print_table(result: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    env = result["environment"]
-    title = (f"Preprocessing {result['images']['count']} JPEGs {result['images']['width']}x"
-             f"{result['images']['height']} -> {result['preprocess']['crop']} on {env.get('gpu') or 'no GPU'}, "
-             f"{env['cpu_count']} CPUs")
-    table = Table(title=title)
-    for col, just in (("Backend", "left"), ("Config", "left"), ("Output", "left"), ("img/s", "right"),
-                      (f"x DataLoader ({result['baseline'] or 'none'})", "right")):
-        table.add_column(col, justify=just)
-    for r in result["rows"]:
-        ratio = f"{r['ratio_vs_dataloader']:.2f}" if r.get("ratio_vs_dataloader") is not None else "-"
-        table.add_row(r["backend"], r["label"], r["output"], f"{r['img_s']:,.0f}", ratio)
-    for s in result["skipped"]:
-        table.add_row(s["backend"], f"skipped: {s['reason']}", "-", "-", "-")
-    Console(width=140).print(table)
-
-
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["rows"]
-    gpu = [r for r in rows if r["backend"] == "DALI GPU"]
-    fig, axes = plt.subplots(1, 2 if gpu else 1, figsize=(13 if gpu else 8, 6.5), squeeze=False,
-                             gridspec_kw={"width_ratios": [1.6, 1]} if gpu else None)
-    ax = axes[0][0]
-    colours = {"DALI GPU": "#76b900", "DALI CPU": "#1f77b4", "PIL loop": "#9467bd", "DataLoader": "#ff7f0e"}
-    labels = [f"{r['backend']}: {r['label']}" for r in rows]
-    ax.barh(range(len(rows)), [r["img_s"] for r in rows], color=[colours[r["backend"]] for r in rows])
-    ax.set_yticks(range(len(rows)), labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("images/s (log scale)")
-    for i, r in enumerate(rows):
-        ax.text(r["img_s"], i, f" {r['img_s']:,.0f}", va="center", fontsize=6)
-    env = result["environment"]
-    ax.set_title(f"{result['images']['width']}x{result['images']['height']} JPEG -> {result['preprocess']['crop']}, "
-                 f"{env.get('gpu') or 'no GPU'}, {env['cpu_count']} CPUs", fontsize=9)
-    if gpu:
-        ax2 = axes[0][1]
-        sweep = sorted((r for r in gpu if r.get("sweep") == "hw_decoder_load"), key=lambda r: r["hw_decoder_load"])
-        if sweep:
-            ax2.plot([r["hw_decoder_load"] for r in sweep], [r["img_s"] for r in sweep], "o-", color="#76b900")
-            ax2.set_xlabel("hw_decoder_load")
-            ax2.set_ylabel("images/s")
-            ax2.set_title(f"DALI GPU vs hw_decoder_load (batch {sweep[0]['batch']}, "
-                          f"{sweep[0]['num_threads']} threads)", fontsize=9)
-            ax2.grid(alpha=0.3)
-            ax2.set_ylim(bottom=0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def main(argv=None) -> int:

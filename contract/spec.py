@@ -10,15 +10,14 @@ spec raises :class:`SpecError` before anything is written.
 """
 from __future__ import annotations
 
-import difflib
-import re
 import tomllib
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contract.layout import PRECISIONS, TARGETS, Precision, Target
+from contract.spec_errors import did_you_mean, format_errors
 
 # Architectures the toolkit defines itself (builders/models.py), beside torchvision's: `tiny_cnn`,
 # two convolutions and a linear head, builds in seconds (serving.minirepo, tests).
@@ -64,7 +63,7 @@ class Source(_Strict):
             names = torchvision.models.list_models()
             if self.kind == "torchvision" and self.arch not in LOCAL_ARCHS and self.arch not in names:
                 raise ValueError(f"source.arch = {self.arch!r} is not a torchvision model"
-                                 f"{_did_you_mean(self.arch, [*names, *LOCAL_ARCHS])}; allowed: the names "
+                                 f"{did_you_mean(self.arch, [*names, *LOCAL_ARCHS])}; allowed: the names "
                                  f"torchvision.models.list_models() gives, or {list(LOCAL_ARCHS)}")
         return self
 
@@ -310,58 +309,12 @@ class BuildSpec(_Strict):
         return self
 
 
-def _did_you_mean(given: object, choices) -> str:
-    """' (did you mean 'x'?)' for the closest of `choices` to `given`, or '' when none is close."""
-    if not isinstance(given, str):
-        return ""
-    close = difflib.get_close_matches(given, [str(c) for c in choices], n=2, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-
-
-def _model_of(annotation) -> type[BaseModel] | None:
-    """The spec section class inside a field's type (ModelSpec inside tuple[ModelSpec, ...])."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _fields_at(loc: tuple) -> list[str]:
-    """The field names allowed in the section `loc` points into (the last element is the key)."""
-    model: type[BaseModel] | None = BuildSpec
-    for part in loc[:-1]:
-        if isinstance(part, int) or model is None:
-            continue
-        field = model.model_fields.get(part)
-        model = _model_of(field.annotation) if field else None
-    return list(model.model_fields) if model else []
-
-
-def _format_errors(err: ValidationError, path: Path) -> str:
-    lines = [f"{path}: {err.error_count()} problem(s) in the build spec"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        given = e.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
-        hint = ""
-        if e["type"] == "extra_forbidden" and e["loc"]:
-            hint = _did_you_mean(e["loc"][-1], _fields_at(e["loc"]))
-        elif e["type"] == "literal_error":
-            hint = _did_you_mean(given, re.findall(r"'([^']*)'", str(e.get("ctx", {}).get("expected", ""))))
-        lines.append(f"  {loc}: {msg}{shown}{hint}")
-    return "\n".join(lines)
-
-
 def parse_spec(data: dict, origin: Path = Path("<spec>")) -> BuildSpec:
     """Validate an already-parsed spec dictionary; paths stay as written."""
     try:
         return BuildSpec.model_validate(data)
     except ValidationError as err:
-        raise SpecError(_format_errors(err, origin)) from None
+        raise SpecError(format_errors(err, origin, BuildSpec)) from None
 
 
 def load_spec(path: Path) -> BuildSpec:
