@@ -66,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-s", type=float, default=480.0, help="wall seconds for the search (default %(default)s)")
     p.add_argument("--window", type=float, default=0.5, help="measure_point window seconds (default %(default)s)")
     p.add_argument("--max-windows", type=int, default=6, help="measure_point window cap (default %(default)s)")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="a further tritonserver argument, e.g. --server-arg=--cuda-memory-pool-byte-size=0:1073741824 "
+                        "(repeatable)")
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     p.add_argument("--confirm-rounds", type=int, default=2,
                    help="fresh default-vs-winner measurements after the search, alternating (0: none; default 2)")
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = m.request_batches(encoded, args.batch_size)
     settings = m.Settings(sla_ms=args.sla_ms, concurrencies=args.concurrency, min_throughput=args.min_throughput,
                           batch_size=args.batch_size, window_s=args.window, max_windows=max(3, args.max_windows),
-                          protocol=args.protocol)
+                          protocol=args.protocol, server_args=tuple(args.server_arg))
     knobs = [k.strip() for k in args.knobs.split(",") if k.strip()]
     models = [x.strip() for x in args.models.split(",") if x.strip()] or list(start)
     bad = [k for k in knobs if k not in KNOBS] + [x for x in models if x not in start]
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     confirm = _confirm(repo, args, settings, batches, start, winner, written is not None, say) \
         if args.confirm_rounds > 0 else None
     record = {"label": args.label, "repository": str(args.repository), "ensemble": args.ensemble,
-              "settings": {**settings.__dict__, "concurrencies": list(settings.concurrencies), "images": len(encoded),
+              "settings": {**settings.__dict__, "concurrencies": list(settings.concurrencies),
+                           "server_args": list(settings.server_args), "images": len(encoded),
                            "instances": list(args.instances), "delays_us": list(args.delays_us),
                            "threads": list(args.threads), "hw_loads": list(args.hw_loads),
                            "max_passes": args.max_passes, "min_gain": args.min_gain, "budget_s": args.budget_s},

@@ -24,7 +24,8 @@ class Settings:
     """How each candidate is measured. sla_ms: p99 bound; min_throughput: images/s a feasible point
     needs (0: none); concurrencies: requests in flight; batch_size: images per request; window_s,
     max_windows, stability: measure_point's windows; protocol: grpc or http; timeout_s: per
-    request; start_timeout_s: for the server and its models to become ready."""
+    request; start_timeout_s: for the server and its models to become ready; server_args: further
+    tritonserver arguments (e.g. --cuda-memory-pool-byte-size for the gpu ensembles)."""
 
     sla_ms: float
     concurrencies: tuple[int, ...]
@@ -36,6 +37,7 @@ class Settings:
     protocol: str = "grpc"
     timeout_s: float = 30.0
     start_timeout_s: float = 180.0
+    server_args: tuple[str, ...] = ()
 
 
 def load_images(folder: Path, count: int) -> list[bytes]:
@@ -95,7 +97,7 @@ def measure(ws: Workspace, cfg: Config, batches: list[np.ndarray], settings: Set
     began = time.monotonic()
     server = LocalTritonServer(ws.repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                                model_control_mode="explicit", load_models=(ws.ensemble,),
-                               timeout_s=settings.start_timeout_s)
+                               timeout_s=settings.start_timeout_s, extra_args=settings.server_args)
     try:
         server.start()
         record["start_s"] = round(time.monotonic() - began, 2)
