@@ -163,8 +163,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{written['live']}" + (f"; manifest {written['manifest']} records it" if written["manifest"] else
                                     "; no manifest next to the repository to record it in"))
 
-    confirm = _confirm(repo, args, settings, batches, start, winner, written is not None, say) \
-        if args.confirm_rounds > 0 else None
     record = {"label": args.label, "repository": str(args.repository), "ensemble": args.ensemble,
               "settings": {**settings.__dict__, "concurrencies": list(settings.concurrencies),
                            "server_args": list(settings.server_args), "images": len(encoded),
@@ -174,9 +172,13 @@ def main(argv: list[str] | None = None) -> int:
               "strategy": "coordinate descent", "passes": passes, "search_seconds": round(search_s, 1),
               "default": space.config_json(start), "winner": space.config_json(winner),
               "winner_feasible": best.feasible, "written_back": written, "dry_run": args.dry_run,
-              "confirmation": confirm, "trials": trials}
+              "confirmation": None, "trials": trials}
+    # Written before the confirmation too, so a run cut short there still leaves the search's results.
     out = [report.write_json(args.out / "config_search.json", record),
            report.plot(args.out / "pareto.png", trials, args.sla_ms, title)]
+    if args.confirm_rounds > 0:
+        record["confirmation"] = _confirm(repo, args, settings, batches, start, winner, written is not None, say)
+        report.write_json(args.out / "config_search.json", record)
     say("wrote " + ", ".join(map(str, out)))
     return 0 if best.feasible else 1
 
