@@ -238,11 +238,49 @@ class Manifest:
             raise ManifestError(f"{name!r} is not in {self.path}; it has {sorted(self.models)}")
         return self.models[name]
 
+    @property
+    def live_configs(self) -> dict[str, "LiveConfig"]:
+        """target -> the serving configs config search made live there (none: the builder's own)."""
+        return {t: LiveConfig(**{**v, "models": tuple(v["models"])})
+                for t, v in (self.record.get(LIVE_CONFIGS) or {}).items()}
+
     def dali_definition(self, name: str, target: str = "cpu") -> Path:
         """The pipeline definition (dali.py) of `name`'s preprocessing model in `target`."""
         from contract import layout
 
         return self.folder / target / layout.preprocess_model(name) / "1" / layout.DALI_DEFINITION
+
+
+LIVE_CONFIGS = "live_configs"
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Which serving configs of one target are live, as config search wrote them back
+    (serving.config_search, docs/config_search.md). Paths are relative to the manifest's folder.
+
+    target: cpu or gpu; ensemble: the ensemble searched; models: the models whose config.pbtxt
+    (and dali.py) it rewrote; live: folder with copies of the configs now in the target;
+    previous: folder with the configs they replaced; written: UTC time, ISO 8601."""
+
+    target: str
+    ensemble: str
+    models: tuple[str, ...]
+    live: str
+    previous: str
+    written: str
+
+
+def record_live_config(folder: str | Path, live: LiveConfig) -> Path:
+    """Record `live` in `<folder>/manifest.json` (replacing the target's earlier record); the
+    manifest must load (load_manifest) and both recorded folders must exist under `folder`."""
+    manifest = load_manifest(folder)
+    for where in (live.live, live.previous):
+        _resolve(manifest.folder, where, f"{LIVE_CONFIGS}.{live.target}", manifest.path)
+    record = dict(manifest.record)
+    record[LIVE_CONFIGS] = {**(record.get(LIVE_CONFIGS) or {}),
+                            live.target: {**live.__dict__, "models": list(live.models)}}
+    return write_manifest(manifest.folder, record)
 
 
 def _resolve(folder: Path, value: str | None, where: str, source: Path) -> Path | None:
