@@ -1,6 +1,6 @@
 """Config search on a GPU ensemble of benchmarks/gpu_ensemble_bench.py (DALI gpu -> TorchScript).
 
-    python benchmarks/gpu_config_search.py --model resnet50 --work /tmp/cs -- --sla-ms 60 --concurrency 8,16
+    tik-gpu-config-search --model resnet50 --work /tmp/cs -- --sla-ms 60 --concurrency 8,16
 
 Writes that benchmark's repository for one model (random weights; hand-chosen defaults from
 contract.spec.Triton: 2 instances, 4 DALI threads, hw_decoder_load 1.0) and its 640x480 JPEGs
@@ -13,14 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import gpu_ensemble_bench as geb  # noqa: E402
-from benchmarks.jpegs import make_jpegs  # noqa: E402
-from contract import layout  # noqa: E402
-from serving.config_search.__main__ import main as search_main  # noqa: E402
+from benchmarks import gpu_ensemble_bench as geb
+from benchmarks.jpegs import make_jpegs
+from contract import layout
+from serving.config_search.__main__ import main as search_main
 
 
 def main(argv=None) -> int:
