@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import time
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{written['live']}" + (f"; manifest {written['manifest']} records it" if written["manifest"] else
                                     "; no manifest next to the repository to record it in"))
 
-    record = {"label": args.label, "repository": str(args.repository), "ensemble": args.ensemble,
+    command = shlex.join(["tik-config-search", *(sys.argv[1:] if argv is None else argv)])
+    record = {"command": command, "label": args.label, "repository": str(args.repository), "ensemble": args.ensemble,
               "settings": {**settings.__dict__, "concurrencies": list(settings.concurrencies),
                            "server_args": list(settings.server_args), "images": len(encoded),
                            "instances": list(args.instances), "delays_us": list(args.delays_us),
