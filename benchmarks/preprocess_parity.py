@@ -70,7 +70,7 @@ def _machine(device: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="pipeline variant (default: %(default)s)")
+    p.add_argument("--device", choices=layout.TARGETS, default="cpu", help="pipeline variant (default: %(default)s)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     args = p.parse_args(argv)
     import nvidia.dali as dali

@@ -107,8 +107,7 @@ def slope_mib_per_min(t: list[float], y: list[float]) -> float:
 
 
 def run(args) -> dict:
-    from contract.images import load_image_folder
-    from contract.images import pad_batch
+    from contract.images import load_image_folder, pad_batch
     from serving.local_server import LocalTritonServer, free_port
 
     duration = 60.0 if args.quick else args.duration

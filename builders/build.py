@@ -164,7 +164,7 @@ def _carry_over(output: Path, staging: Path, spec: BuildSpec, old: Manifest | No
     built = {m.name for m in spec.models}
     if old is None:
         # Without a manifest nothing can be kept; refuse when the previous repository has more.
-        kept = sorted(f"{t.name}/{d.name}" for t in output.glob("*") if t.name in ("cpu", "gpu") and t.is_dir()
+        kept = sorted(f"{t.name}/{d.name}" for t in output.glob("*") if t.name in layout.TARGETS and t.is_dir()
                       for d in t.iterdir() if t.name not in spec.targets
                       or not any(d.name.startswith(f"{n}_") for n in built))
         if unreadable and kept:

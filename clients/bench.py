@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 
 from clients._bench_output import preprocess_comparison, write_outputs
-from clients._bench_point import breakdown, measure_point
-from clients._bench_point import short as _short
+from clients._bench_point import breakdown, measure_point, short as _short
 from contract import layout
 from contract.manifest import ManifestError, load_manifest, manifest_file
 
@@ -93,13 +92,11 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from clients.connection import client_options, split_url
-    from clients.connection import normalize_url
+    from clients.connection import client_options, normalize_url, split_url
     from clients.hints import resolve_ensemble
     from clients.repository import served_base_models, served_precisions
     from clients.triton import TritonClient, TritonClientError
-    from contract.images import load_image_folder
-    from contract.images import pad_batch
+    from contract.images import load_image_folder, pad_batch
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     mode = THOROUGH if args.thorough else SHORT
@@ -140,8 +137,8 @@ def run(args) -> int:
         for precision in args.precision or [None]:   # the name as typed, and each precision asked for
             resolve_ensemble(index, name, precision, args.backend, http_url)
         precisions = args.precision or sorted(served_precisions(index, name, args.backend),
-                                              key=lambda p: ("fp32", "fp16", "int8").index(p)
-                                              if p in ("fp32", "fp16", "int8") else 9)
+                                              key=lambda p: layout.PRECISIONS.index(p)
+                                              if p in layout.PRECISIONS else 9)
         listed = loaded.models.get(name) if loaded else None
         data = args.data or (listed.val if listed else None)
         if data is None:

@@ -187,8 +187,7 @@ def run(args) -> int:
     from clients.repository import served_precisions
     from clients.triton import TritonClient, TritonClientError
     from clients.triton_runner import TritonRunner
-    from contract.images import load_image_folder
-    from contract.images import pad_batch
+    from contract.images import load_image_folder, pad_batch
     from contract.preprocess import parity
     from runners.compare import accuracy, compare_logits, run_batches
 

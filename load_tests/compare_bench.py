@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 def _compare(args, urls: dict) -> int:
     from clients.bench import measure_point
     from clients.triton import TritonClient
-    from contract.images import load_image_folder
-    from contract.images import pad_batch
+    from contract.images import load_image_folder, pad_batch
 
     data = args.data or load_manifest(args.manifest).model(args.model).val
     if data is None:

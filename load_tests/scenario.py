@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from contract import layout
-from contract.images import IMAGE_SUFFIXES
-from contract.images import pad_batch
+from contract.images import IMAGE_SUFFIXES, pad_batch
 from contract.manifest import load_manifest, manifest_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +157,7 @@ class Scenario:
         backend = layout.backend_name(opts.backend)
         # A full ensemble name (digits_int8, digits_fp16_torch) fixes the precision and backend;
         # strip it to find the base model.
-        suffixes = [(layout.ensemble_model("", p, b), p, b) for p in ("fp32", "fp16", "int8")
+        suffixes = [(layout.ensemble_model("", p, b), p, b) for p in layout.PRECISIONS
                     for b in (layout.DEFAULT_BACKEND, layout.TORCH_BACKEND)]
         for full, p, b in suffixes:
             if model.endswith(full):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import layout
 from contract.spec import BuildSpec, Calibration, Data, Engine, ModelSpec, Source, Triton
 
 NUM_CLASSES = 10
@@ -38,7 +39,7 @@ def sample_images(count: int = 64, seed: int = 0) -> list[tuple[bytes, int]]:
     return out
 
 
-def tiny_spec(output: Path, max_batch_size: int = 8, precisions=("fp32", "fp16", "int8"), name: str = "digits",
+def tiny_spec(output: Path, max_batch_size: int = 8, precisions=layout.PRECISIONS, name: str = "digits",
               seed: int = 0, max_queue_delay_us: int = 500, dali_threads: int = 2, onnx_threads: int = 0,
               calibration_images: int = 64, bundle_val_images: int = 64) -> BuildSpec:
     """The spec `build` runs. output: the folder that receives cpu/ and manifest.json;
@@ -60,7 +61,7 @@ def tiny_spec(output: Path, max_batch_size: int = 8, precisions=("fp32", "fp16",
     return BuildSpec(output=Path(output), targets=("cpu",), models=(model,))
 
 
-def build(output: Path, max_batch_size: int = 8, precisions=("fp32", "fp16", "int8"),
+def build(output: Path, max_batch_size: int = 8, precisions=layout.PRECISIONS,
           name: str = "digits", seed: int = 0, max_queue_delay_us: int = 500,
           dali_threads: int = 2, onnx_threads: int = 0, cache_dir: Path | None = None) -> Path:
     """Build `tiny_spec(...)` with builders.build.build into `output` (`<output>/cpu/...` and

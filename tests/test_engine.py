@@ -431,3 +431,19 @@ def test_tensorrt_runner_interface_and_profile_limits(built_plans):
         with pytest.raises(ValueError, match="optimization profile"):
             runner.infer({"input": np.zeros((9, 3, 16, 16), np.float32)})
     assert runner.is_active is False
+
+
+def test_the_plan_step_refuses_a_variant_tensorrt_would_reject(demo_build):
+    """The ONNX checks run in the build's plan step on every machine, before TensorRT is needed:
+    a gpu fp16 variant that is really the fp32 graph fails the build, naming model and precision."""
+    import dataclasses
+
+    from builders import build as build_module
+    from builders.engine import EngineBuildError
+
+    model = demo_build.models[0]
+    # The real variants pass (the demo build above went through the same step).
+    wrong = dataclasses.replace(model, variants={**model.variants, "fp16": model.variants["fp32"]},
+                                target_variants={})
+    with pytest.raises(EngineBuildError, match=r"digits/fp16: TensorRT would not take .*no FLOAT16"):
+        build_module._plans_for(wrong, None, None, require_plans=False)

@@ -177,8 +177,7 @@ def test_manifest_agreement_and_accuracy_are_what_the_repository_gives(built_rep
     import onnxruntime as ort
 
     from contract import layout
-    from contract.images import load_image_folder
-    from contract.images import pad_batch
+    from contract.images import load_image_folder, pad_batch
     from contract.preprocess import CpuPreprocessor
 
     name = "digits"

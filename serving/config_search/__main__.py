@@ -8,8 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from serving.config_search import measure as m
-from serving.config_search import report, space, writeback
+from serving.config_search import measure as m, report, space, writeback
 from serving.config_search.strategy import Score, coordinate_descent
 
 
