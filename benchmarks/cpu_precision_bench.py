@@ -40,9 +40,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from benchmarks.served_preprocess_bench import server_stats  # noqa: E402
-from clients.load import ClosedLoop, triton_requests  # noqa: E402
-from clients.stats import statistics_delta  # noqa: E402
+from benchmarks.served_preprocess_bench import server_stats
+from clients.load import ClosedLoop, triton_requests
+from clients.stats import statistics_delta
 from contract import layout
 from contract.images import pad_batch
 from contract.preprocess import CpuPreprocessor

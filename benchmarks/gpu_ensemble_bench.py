@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.jpegs import make_jpegs  # noqa: E402
-from benchmarks.loadgen import client_cores, run_load  # noqa: E402
-from benchmarks.server_evidence import GpuSampler, perf_analyzer, server_statistics, step_breakdown  # noqa: E402
+from benchmarks.jpegs import make_jpegs
+from benchmarks.loadgen import client_cores, run_load
+from benchmarks.server_evidence import GpuSampler, perf_analyzer, server_statistics, step_breakdown
 from builders import triton_config
-from builders.torchscript import RELATIVE_TOLERANCE, script_model  # noqa: E402
+from builders.torchscript import RELATIVE_TOLERANCE, script_model
 from contract import layout
 from contract.images import pad_batch
 from contract.preprocess import load_pipeline, write_definition

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.jpegs import make_jpegs
-from benchmarks.preprocess_baselines import dataloader_rates, pil_loop, repeat as _repeat
+from benchmarks.preprocess_baselines import dataloader_rates, pil_loop, repeat
 from benchmarks.preprocess_report import plot, print_table
 from contract.layout import DALI_INPUT
 from contract.preprocess import dali_gpu_support, serialize
@@ -119,7 +119,7 @@ def environment() -> dict:
 
 # --- timing ---------------------------------------------------------------------------------------
 
-def _timed_loops(workers, min_time: float, warmup: int = 2) -> float:
+def timed_loops(workers, min_time: float, warmup: int = 2) -> float:
     """Run each worker (step(), finish()) in its own thread for min_time seconds, all together.
 
     step() processes one batch and returns its image count; finish() waits for outstanding
@@ -202,7 +202,7 @@ class DaliRunner:
         return out
 
     def measure(self, min_time: float, repeats: int):
-        return _repeat(lambda: _timed_loops(self.workers(), min_time), repeats)
+        return repeat(lambda: timed_loops(self.workers(), min_time), repeats)
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def run(args) -> dict:
             dali_row("cpu", 0.0, args.batch, t, 1)
     if "pil" not in args.skip:
         subset = encoded_bytes[: args.pil_images]
-        rate, runs = _repeat(lambda: pil_loop(subset, inp), max(1, min(args.repeats, 2)))
+        rate, runs = repeat(lambda: pil_loop(subset, inp), max(1, min(args.repeats, 2)))
         record("PIL loop", f"1 process, per image ({len(subset)} images)", "host", rate, runs)
     try:
         import torch  # noqa: F401

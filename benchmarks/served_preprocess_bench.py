@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.jpegs import make_jpegs  # noqa: E402
-from benchmarks.preprocess_bench import _repeat, _timed_loops, dali_gpu_support, environment  # noqa: E402
+from benchmarks.jpegs import make_jpegs
+from benchmarks.preprocess_baselines import repeat
+from benchmarks.preprocess_bench import dali_gpu_support, environment, timed_loops
 from builders import triton_config
 from clients.load import ClosedLoop, triton_requests
 from clients.stats import per_request_ms, percentile, statistics_delta
@@ -113,7 +114,7 @@ def in_process_rate(dali_file: Path, device_id, threads: int, batch: int, instan
             out.append((step, finish))
         return out
 
-    med, runs = _repeat(lambda: _timed_loops(workers(), min_time), repeats)
+    med, runs = repeat(lambda: timed_loops(workers(), min_time), repeats)
     reference = None
     pipes[0].feed_input(layout.DALI_INPUT, batches[0])
     (o,) = pipes[0].run()

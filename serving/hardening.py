@@ -23,7 +23,7 @@ import secrets
 import signal
 from pathlib import Path
 
-from clients.connection import API_KEY_ENV, API_KEY_HEADER, api_key_dir  # noqa: F401 (re-exported)
+from clients.connection import API_KEY_HEADER, api_key_dir
 
 STACK_BYTES = 64 * 1024 * 1024
 RESTRICTED_APIS = ("model-repository", "shared-memory", "logging", "trace")

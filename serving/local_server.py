@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from clients.connection import API_KEY_ENV
 from serving import hardening
 from serving.server_process import LocalTritonServer, free_port
 from serving.server_setup import (ServerError, default_cache_dir, prepare_backend_dir, pytriton_root,
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if server.api_key:
             print(f"restricted APIs ({', '.join(hardening.RESTRICTED_APIS)}) need the header "
                   f"'{hardening.API_KEY_HEADER}: {server.api_key}'; clients on this machine read it from "
-                  f"{hardening.api_key_dir()}/<port>.key (or pass --api-key / ${hardening.API_KEY_ENV})", flush=True)
+                  f"{hardening.api_key_dir()}/<port>.key (or pass --api-key / ${API_KEY_ENV})", flush=True)
         while server.is_running():
             time.sleep(0.5)
         print(f"tritonserver exited with code {server.process.returncode}; last lines:\n{server.log_tail()}",
