@@ -5,6 +5,9 @@ build time, instead of when tritonserver loads the repository.
 """
 from __future__ import annotations
 
+import os
+import tempfile
+
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -166,11 +169,26 @@ def to_text(cfg: mc.ModelConfig) -> str:
     return text_format.MessageToString(cfg)
 
 
-def write_config(cfg: mc.ModelConfig, model_dir: Path) -> Path:
-    model_dir.mkdir(parents=True, exist_ok=True)
-    path = model_dir / "config.pbtxt"
-    path.write_text(to_text(cfg))
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` to a private temporary file beside `path`, then rename it over `path`: a reader
+    (or Triton's repository poller) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_config(cfg: mc.ModelConfig, model_dir: Path) -> Path:
+    """Write `cfg` as `<model_dir>/config.pbtxt` (atomically; config search rewrites live repositories)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(model_dir / "config.pbtxt", to_text(cfg))
 
 
 def read_config(path: Path) -> mc.ModelConfig:

@@ -556,3 +556,18 @@ def test_gpu_build_with_require_plans_fails_instead_of_leaving_empty_plan_folder
         "name": "26.05", "tensorrt": "10.16.1.11", "dali_version": "2.1.0",
         "tensorrt_image": "nvcr.io/nvidia/tensorrt:26.05-py3",
         "triton_image": "nvcr.io/nvidia/tritonserver:26.05-py3"}
+
+
+def test_config_writes_are_atomic(tmp_path):
+    """write_text_atomic (config.pbtxt, and config search's dali.py edits in a live repository)
+    leaves the old file whole when the write fails, and no temporary file behind either way."""
+    from builders.triton_config import write_text_atomic
+
+    path = tmp_path / "config.pbtxt"
+    path.write_text("old")
+    write_text_atomic(path, "new")
+    assert path.read_text() == "new"
+    with pytest.raises(TypeError):
+        write_text_atomic(path, None)        # fails inside the write
+    assert path.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.pbtxt"]

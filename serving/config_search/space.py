@@ -116,7 +116,8 @@ def apply_knobs(model_dir: Path, knobs: Knobs) -> None:
         dali = model_dir / "1" / layout.DALI_DEFINITION
         params = _preprocess_params(dali)
         params["hw_decoder_load"] = float(knobs.hw_decoder_load)
-        dali.write_text(_PREPROCESS_LINE.sub(lambda _: f"PREPROCESS = {params!r}", dali.read_text(), count=1))
+        triton_config.write_text_atomic(
+            dali, _PREPROCESS_LINE.sub(lambda _: f"PREPROCESS = {params!r}", dali.read_text(), count=1))
 
 
 def apply_config(repo: Path, cfg: Config) -> None:
