@@ -41,7 +41,7 @@ from benchmarks.server_evidence import GpuSampler, perf_analyzer, server_statist
 from builders import triton_config
 from builders.torchscript import RELATIVE_TOLERANCE, script_model
 from contract import layout
-from contract.images import pad_batch
+from contract.images import request_pool
 from contract.preprocess import load_pipeline, write_definition
 from contract.spec import Input, ModelSpec, Triton
 
@@ -208,8 +208,7 @@ def bench_model(model: str, args, jpegs: list[bytes], workdir: Path) -> dict:
     pre = layout.preprocess_model(model)
     t = spec.triton
     threads = t.dali_gpu_num_threads if args.device == "cuda" else t.dali_num_threads
-    padded = {b: [pad_batch([jpegs[(i + j) % len(jpegs)] for j in range(b)]) for i in range(0, len(jpegs), b)]
-              for b in args.batch}
+    padded = {b: request_pool(jpegs, b) for b in args.batch}
     result = {"model": model, "arch": MODELS[model][0], "weights": "random (torch.manual_seed(0))",
               "precision": args.precision, "ensemble": ensemble, "instances": args.instances,
               "dali_threads": threads, "points": [], "in_process": {}}

@@ -107,7 +107,7 @@ def slope_mib_per_min(t: list[float], y: list[float]) -> float:
 
 
 def run(args) -> dict:
-    from contract.images import load_image_folder, pad_batch
+    from contract.images import load_image_folder, request_pool
     from serving.local_server import LocalTritonServer, free_port
 
     duration = 60.0 if args.quick else args.duration
@@ -117,8 +117,7 @@ def run(args) -> dict:
     if manifest.models[name].val is None:
         raise SystemExit(f"error: {manifest.path} bundles no validation images for {name}")
     encoded = load_image_folder(manifest.models[name].val).encoded(256)
-    batches = [pad_batch([encoded[(i + j) % len(encoded)] for j in range(args.batch)])
-               for i in range(0, len(encoded), args.batch)]
+    batches = request_pool(encoded, args.batch)
     model = layout.ensemble_model(name, args.precision)
 
     inf = float("inf")

@@ -44,8 +44,8 @@ THOROUGH = {"batch_sizes": [1, 2, 4, 8, 16, 32, 64], "concurrency": [1, 2, 4], "
 
 
 def _parser() -> argparse.ArgumentParser:
-    from clients.repository import add_backend_argument
     from clients.connection import PROTOCOLS, add_connection_arguments
+    from clients.repository import add_backend_argument
 
     p = argparse.ArgumentParser(
         prog="python -m clients.bench",
@@ -96,7 +96,7 @@ def run(args) -> int:
     from clients.hints import resolve_ensemble
     from clients.repository import served_base_models, served_precisions
     from clients.triton import TritonClient, TritonClientError
-    from contract.images import load_image_folder, pad_batch
+    from contract.images import load_image_folder, request_pool
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     mode = THOROUGH if args.thorough else SHORT
@@ -167,8 +167,7 @@ def run(args) -> int:
                         console.print(f"skip batch {bs}: {model} has max_batch_size {info.max_batch_size}")
                         continue
                     # Every request carries `bs` different images, cycling through the set.
-                    pool = [pad_batch([encoded[(i + j) % len(encoded)] for j in range(bs)])
-                            for i in range(0, max(len(encoded), bs), bs)]
+                    pool = request_pool(encoded, bs)
                     for conc in concurrencies:
                         try:
                             r = measure_point(urls[protocol], protocol, model, pool, conc, window_s, max_windows,

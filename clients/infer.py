@@ -36,8 +36,8 @@ def collect_images(paths: list[Path]) -> list[Path]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from clients.repository import add_backend_argument
     from clients.connection import add_connection_arguments
+    from clients.repository import add_backend_argument
 
     p = argparse.ArgumentParser(prog="python -m clients.infer",
                                 description="Send images to a Triton ensemble and print the top-k labels.")

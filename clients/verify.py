@@ -97,8 +97,8 @@ def _find_key(obj: Any, key: str):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from clients.repository import add_backend_argument
     from clients.connection import add_connection_arguments
+    from clients.repository import add_backend_argument
 
     p = argparse.ArgumentParser(
         prog="python -m clients.verify",

@@ -30,6 +30,15 @@ def pad_batch(encoded: Sequence[bytes]) -> np.ndarray:
     return out
 
 
+
+def request_pool(encoded: Sequence[bytes], batch_size: int) -> list[np.ndarray]:
+    """Padded requests of `batch_size` different images each, cycling through `encoded`: the pool
+    every load generator sends round robin (at least one request, covering every image once)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return [pad_batch([encoded[(i + j) % len(encoded)] for j in range(batch_size)])
+            for i in range(0, max(len(encoded), batch_size), batch_size)]
+
 @dataclass(frozen=True)
 class ImageSet:
     """A labeled image folder: file paths with class indices, and the class names."""

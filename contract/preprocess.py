@@ -14,9 +14,11 @@ pixel levels, and the tolerances below come from measuring it (docs/preprocessin
 """
 from __future__ import annotations
 
+import ast
 import importlib.util
 import io
 import os
+import re
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -84,6 +86,21 @@ def definition_params(inp: Input, device: str, hw_decoder_load: float = 0.65) ->
     if device == "gpu":
         params["hw_decoder_load"] = float(hw_decoder_load)
     return params
+
+
+# The one line of a generated definition that holds its constants (see _GENERATED).
+_PARAMS_LINE = re.compile(r"^PREPROCESS = (\{.*\})$", re.MULTILINE)
+
+
+def read_definition_params(text: str) -> dict | None:
+    """The PREPROCESS constants of a generated definition's source, or None when it has none."""
+    m = _PARAMS_LINE.search(text)
+    return ast.literal_eval(m.group(1)) if m else None
+
+
+def with_definition_params(text: str, params: dict) -> str:
+    """A generated definition's source with its PREPROCESS constants replaced by `params`."""
+    return _PARAMS_LINE.sub(lambda _: f"PREPROCESS = {params!r}", text, count=1)
 
 
 def write_definition(inp: Input, device: str, path: Path, batch_size: int, num_threads: int = 2,

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 def _compare(args, urls: dict) -> int:
     from clients.bench import measure_point
     from clients.triton import TritonClient
-    from contract.images import load_image_folder, pad_batch
+    from contract.images import load_image_folder, request_pool
 
     data = args.data or load_manifest(args.manifest).model(args.model).val
     if data is None:
@@ -127,8 +127,7 @@ def _compare(args, urls: dict) -> int:
     encoded = load_image_folder(data).encoded(args.images)
     bs = args.batch_size
     # The same pool the locustfile builds (load_tests/scenario.py) and clients.bench builds.
-    pool = [pad_batch([encoded[(i + j) % len(encoded)] for j in range(bs)])
-            for i in range(0, max(len(encoded), bs), bs)]
+    pool = request_pool(encoded, bs)
     model = layout.ensemble_model(args.model, args.precision)
 
     load = os.getloadavg()

@@ -55,8 +55,8 @@ def test_statistics_delta_and_per_request_ms():
 def served(repo_root):
     pytest.importorskip("tritonclient.http")
     pytest.importorskip("tritonclient.grpc")
-    from contract.manifest import load_manifest
     from contract.images import load_image_folder
+    from contract.manifest import load_manifest
     from serving.local_server import LocalTritonServer, free_port
 
     manifest = load_manifest(repo_root / layout.MANIFEST_FILE)
@@ -105,3 +105,15 @@ def test_driver_reports_a_failing_model_before_counting(served):
     with pytest.raises(LoadError, match="has no model") as info:
         loop.run(seconds=0.5)
     assert len(info.value.errors) == 2 and loop.sent == 0
+
+
+def test_request_pool_cycles_through_every_image():
+    from contract.images import request_pool
+
+    encoded = [bytes([0xFF, 0xD8, i]) for i in range(5)]
+    pool = request_pool(encoded, 2)
+    assert [p.shape for p in pool] == [(2, 3)] * 3
+    assert [bytes(row) for p in pool for row in p] == [encoded[i % 5] for i in range(6)]
+    assert len(request_pool(encoded[:1], 4)) == 1 and request_pool(encoded[:1], 4)[0].shape == (4, 3)
+    with pytest.raises(ValueError):
+        request_pool(encoded, 0)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from contract.images import request_pool
 from serving.config_search import measure as m, report, space, writeback
 from serving.config_search.strategy import Score, coordinate_descent
 
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --batch-size, --concurrency and --instances must be >= 1", file=sys.stderr)
         return 2
     encoded = m.load_images(args.data or _default_data(repo, args.ensemble), args.images)
-    batches = m.request_batches(encoded, args.batch_size)
+    batches = request_pool(encoded, args.batch_size)
     settings = m.Settings(sla_ms=args.sla_ms, concurrencies=args.concurrency, min_throughput=args.min_throughput,
                           batch_size=args.batch_size, window_s=args.window, max_windows=max(3, args.max_windows),
                           protocol=args.protocol, server_args=tuple(args.server_arg))

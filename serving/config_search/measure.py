@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from clients.bench import measure_point
+from clients.infer import collect_images
 from clients.triton import TritonClient, TritonClientError
-from contract.images import IMAGE_SUFFIXES, load_image_folder, pad_batch
+from contract.images import IMAGE_SUFFIXES
 from serving.config_search.space import Config, apply_config, ensemble_steps
 from serving.config_search.strategy import Score
 from serving.local_server import LocalTritonServer, ServerError, free_port
@@ -41,22 +42,15 @@ class Settings:
 
 
 def load_images(folder: Path, count: int) -> list[bytes]:
-    """Up to `count` encoded images: an ImageFolder (class sub-folders) or a flat folder of images."""
+    """Up to `count` encoded images from `folder` (an ImageFolder or a flat folder, searched
+    recursively in sorted order, as clients.infer reads its folders)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
-    if any(p.is_dir() for p in folder.iterdir()):
-        return load_image_folder(folder).encoded(count)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    files = collect_images([folder])[:count]
     if not files:
         raise ValueError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return [p.read_bytes() for p in files]
-
-
-def request_batches(encoded: list[bytes], batch_size: int) -> list[np.ndarray]:
-    """Requests of `batch_size` different images each, cycling through the set (as clients.bench)."""
-    return [pad_batch([encoded[(i + j) % len(encoded)] for j in range(batch_size)])
-            for i in range(0, max(len(encoded), batch_size), batch_size)]
 
 
 class Workspace:

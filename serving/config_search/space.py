@@ -7,8 +7,6 @@ and hw_decoder_load (a constant in dali.py's PREPROCESS literal, the only place 
 """
 from __future__ import annotations
 
-import ast
-import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -16,9 +14,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from builders import triton_config
 from contract import layout
+from contract.preprocess import read_definition_params, with_definition_params
 
 # dali.py binds its constants in one literal line (contract.preprocess._GENERATED).
-_PREPROCESS_LINE = re.compile(r"^PREPROCESS = (\{.*\})$", re.MULTILINE)
 
 
 class SpaceError(ValueError):
@@ -92,10 +90,10 @@ def read_config(repo: Path, ensemble: str) -> Config:
 
 
 def _preprocess_params(dali_file: Path) -> dict:
-    m = _PREPROCESS_LINE.search(dali_file.read_text())
-    if not m:
+    params = read_definition_params(dali_file.read_text())
+    if params is None:
         raise SpaceError(f"{dali_file}: no `PREPROCESS = {{...}}` line (not written by this toolkit's builder)")
-    return ast.literal_eval(m.group(1))
+    return params
 
 
 def apply_knobs(model_dir: Path, knobs: Knobs) -> None:
@@ -116,8 +114,7 @@ def apply_knobs(model_dir: Path, knobs: Knobs) -> None:
         dali = model_dir / "1" / layout.DALI_DEFINITION
         params = _preprocess_params(dali)
         params["hw_decoder_load"] = float(knobs.hw_decoder_load)
-        triton_config.write_text_atomic(
-            dali, _PREPROCESS_LINE.sub(lambda _: f"PREPROCESS = {params!r}", dali.read_text(), count=1))
+        triton_config.write_text_atomic(dali, with_definition_params(dali.read_text(), params))
 
 
 def apply_config(repo: Path, cfg: Config) -> None:
