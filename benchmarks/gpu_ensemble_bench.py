@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -42,7 +43,7 @@ from builders import triton_config
 from builders.torchscript import RELATIVE_TOLERANCE, script_model
 from contract import layout
 from contract.images import request_pool
-from contract.preprocess import load_pipeline, write_definition
+from contract.preprocess import load_pipeline, reference_preprocess, warmup_batch_sizes, write_definition
 from contract.spec import Input, ModelSpec, Triton
 
 MODELS = {  # name -> (torchvision arch, classes, resize, crop)
@@ -79,8 +80,12 @@ def parse_args(argv=None):
     p.add_argument("--cuda-pool-mib", type=int, default=1024,
                    help="tritonserver's CUDA memory pool on GPU 0, MiB (Triton's default: 64; default here: %(default)s)")
     p.add_argument("--no-shared-memory", action="store_true", help="send inputs in the gRPC messages instead")
+    p.add_argument("--mps", action="store_true",
+                   help="run under a private CUDA MPS daemon (serving.gpu_mps): the stand-ins are separate processes, "
+                        "MPS lets their kernels overlap as one tritonserver process's backends do")
     p.add_argument("--out", type=Path, required=True, help="folder for the raw JSON")
     a = p.parse_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)
     cpu = a.device == "cpu"
     a.models = [m.strip() for m in (a.models or ("demo" if cpu else "demo,resnet50")).split(",") if m.strip()]
     bad = [m for m in a.models if m not in MODELS]
@@ -98,9 +103,10 @@ def parse_args(argv=None):
 
 # --- the repository -------------------------------------------------------------------------------
 
-def write_repository(root: Path, model: str, args) -> tuple[ModelSpec, Path, Path]:
-    """One model's preprocess, TorchScript engine and ensemble for the target of --device.
-    Returns (spec, dali.py, model.pt)."""
+def write_repository(root: Path, model: str, args, warmup_jpeg: bytes) -> tuple[ModelSpec, Path, Path]:
+    """One model's preprocess, TorchScript engine and ensemble for the target of --device, with
+    the warm-up the build writes (warmup_jpeg for DALI, its reference preprocessing for the network;
+    builders.triton_config: largest batch first). Returns (spec, dali.py, model.pt)."""
     import torchvision
 
     arch, classes, resize, crop = MODELS[model]
@@ -115,7 +121,9 @@ def write_repository(root: Path, model: str, args) -> tuple[ModelSpec, Path, Pat
     dali = write_definition(spec.input, target, pre_dir / "1" / layout.DALI_DEFINITION, mbs,
                             num_threads=t.dali_gpu_num_threads if target == "gpu" else t.dali_num_threads,
                             hw_decoder_load=t.hw_decoder_load, model=model)
-    triton_config.write_config(triton_config.preprocess_config(spec, target), pre_dir)
+    (pre_dir / triton_config.WARMUP_DIR).mkdir(parents=True, exist_ok=True)
+    (pre_dir / triton_config.WARMUP_DIR / "image.jpg").write_bytes(warmup_jpeg)
+    triton_config.write_config(triton_config.preprocess_config(spec, target, len(warmup_jpeg)), pre_dir)
     import torch
 
     torch.manual_seed(0)  # random weights, the same every run
@@ -123,7 +131,11 @@ def write_repository(root: Path, model: str, args) -> tuple[ModelSpec, Path, Pat
     eng_dir = root / layout.engine_model(model, args.precision, layout.TORCH_BACKEND)
     pt = script_model(net, args.precision, crop, eng_dir / "1" / "model.pt")
     labels = "".join(f"class_{i}\n" for i in range(classes))
-    triton_config.write_config(triton_config.torchscript_config(spec, target, args.precision, classes), eng_dir)
+    (eng_dir / triton_config.WARMUP_DIR).mkdir(parents=True, exist_ok=True)
+    warm = reference_preprocess(warmup_jpeg, spec.input)
+    (eng_dir / triton_config.WARMUP_DIR / "input.fp32").write_bytes(np.ascontiguousarray(warm, np.float32).tobytes())
+    triton_config.write_config(triton_config.torchscript_config(spec, target, args.precision, classes, warmup=True),
+                               eng_dir)
     (eng_dir / layout.LABELS_FILE).write_text(labels)
     ens_dir = root / layout.ensemble_model(model, args.precision, layout.TORCH_BACKEND)
     triton_config.write_config(triton_config.ensemble_config(spec, args.precision, classes, layout.TORCH_BACKEND), ens_dir)
@@ -137,16 +149,21 @@ def write_repository(root: Path, model: str, args) -> tuple[ModelSpec, Path, Pat
 class InProcess:
     """`workers` x (DALI pipeline + the shared TorchScript module) on one device, as the server runs them."""
 
-    def __init__(self, dali_file: Path, pt_file: Path, device: str, batch: int, workers: int, threads: int):
+    def __init__(self, dali_file: Path, pt_file: Path, device: str, batch: int, workers: int, threads: int,
+                 warmup_jpeg: bytes):
         import torch
 
         self.torch, self.device = torch, device
         self.module = torch.jit.load(str(pt_file), map_location=device).eval()
         self.pipes = []
         for _ in range(workers):
-            # Autoserialized from dali.py exactly as the server's DALI stand-in does it.
+            # Autoserialized from dali.py and run exactly as the server's DALI stand-in does it.
             self.pipes.append(load_pipeline(dali_file, 0 if device == "cuda" else None, threads, batch))
         self.streams = [torch.cuda.Stream() if device == "cuda" else None for _ in range(workers)]
+        row = np.frombuffer(warmup_jpeg, dtype=np.uint8)
+        for w in range(workers):   # the warm-up the build writes into the config, in its order
+            for b in warmup_batch_sizes(batch):
+                self.run([row] * b, w)
 
     def run(self, rows: list[np.ndarray], worker: int = 0):
         """Logits (torch, on the device) for one padded batch (rows: uint8 1-D arrays)."""
@@ -202,18 +219,21 @@ def bench_model(model: str, args, jpegs: list[bytes], workdir: Path) -> dict:
 
     from serving.local_server import LocalTritonServer, free_port
 
-    spec, dali_file, pt_file = write_repository(workdir / model, model, args)
+    spec, dali_file, pt_file = write_repository(workdir / model, model, args, jpegs[0])
     ensemble = layout.ensemble_model(model, args.precision, layout.TORCH_BACKEND)
     engine = layout.engine_model(model, args.precision, layout.TORCH_BACKEND)
     pre = layout.preprocess_model(model)
     t = spec.triton
     threads = t.dali_gpu_num_threads if args.device == "cuda" else t.dali_num_threads
     padded = {b: request_pool(jpegs, b) for b in args.batch}
-    result = {"model": model, "arch": MODELS[model][0], "weights": "random (torch.manual_seed(0))",
+    result = {"command": "python benchmarks/gpu_ensemble_bench.py " + " ".join(args.argv),
+              "DALI_USE_EXEC2": os.environ.get("DALI_USE_EXEC2"),
+              "model": model, "arch": MODELS[model][0], "weights": "random (torch.manual_seed(0))",
               "precision": args.precision, "ensemble": ensemble, "instances": args.instances,
               "dali_threads": threads, "points": [], "in_process": {}}
 
-    inproc = InProcess(dali_file, pt_file, args.device, spec.triton.max_batch_size, args.instances, threads)
+    inproc = InProcess(dali_file, pt_file, args.device, spec.triton.max_batch_size, args.instances, threads,
+                       jpegs[0])
     for b in args.batch:
         result["in_process"][b] = inproc.images_per_s([list(x) for x in padded[b]], args.seconds)
         print(f"{model} in-process batch {b}: {result['in_process'][b]:.1f} img/s", flush=True)
@@ -305,6 +325,18 @@ def main(argv=None) -> int:
             print("no CUDA GPU visible to torch; run with --device cpu for the smoke test", file=sys.stderr)
             return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.device == "cuda":
+        # As docker-compose.yml and the Kubernetes gpu overlay run tritonserver (docs/gpu.md).
+        os.environ.setdefault("DALI_USE_EXEC2", "1")
+    if args.mps:
+        from serving.gpu_mps import private_mps
+
+        with private_mps():
+            return _run(args)
+    return _run(args)
+
+
+def _run(args) -> int:
     started = time.perf_counter()
     jpegs = make_jpegs(args.images, 640, 480, workers=min(8, client_cores()))
     summary = {"environment": environment(args.device), "settings": {k: (str(v) if isinstance(v, Path) else v)

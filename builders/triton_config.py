@@ -14,6 +14,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from contract import layout
+from contract.preprocess import warmup_batch_sizes
 from contract.spec import ModelSpec
 
 
@@ -37,11 +38,13 @@ WARMUP_DIR = "warmup"  # Triton reads input_data_file from <model>/warmup/
 
 
 def _warmup(spec: ModelSpec, name: str, data_type: int, dims: list[int], data_file: str) -> list[mc.ModelWarmup]:
-    """Warm-up with a real image at batch 1 and at max_batch_size, so the first user requests do
-    not pay for lazy initialization (DALI buffers, TensorRT/ONNX Runtime kernels for that shape)."""
+    """Warm-up with a real image at max_batch_size, then at batch 1 (Triton runs them in this
+    order before the model is ready), so the first user requests do not pay for lazy initialization
+    (DALI buffers, TensorRT/ONNX Runtime kernels for that shape). Largest first: the first batch a
+    DALI pipeline runs sizes its decoder's batch resources (contract.preprocess.warmup_batch_sizes)."""
     inp = mc.ModelWarmup.Input(data_type=data_type, dims=dims, input_data_file=data_file)
     return [mc.ModelWarmup(name=f"real_image_batch_{b}", batch_size=b, inputs={name: inp})
-            for b in sorted({1, spec.triton.max_batch_size})]
+            for b in warmup_batch_sizes(spec.triton.max_batch_size)]
 
 
 def preprocess_config(spec: ModelSpec, target: str, warmup_image_bytes: int | None = None) -> mc.ModelConfig:

@@ -36,12 +36,15 @@ def _center_anchor(size, crop):
     return k + odd * (k - 2 * (k // 2))
 
 
-def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", hw_decoder_load=0.65):
+def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", hw_decoder_load=0.65,
+                     preallocate_hint=None):
     """Decode -> resize -> center crop -> normalize for the encoded images `encoded` (a CPU node).
 
     device: "cpu" (all CPU operators) or "gpu" (nvJPEG "mixed" decoder, GPU resize/normalize).
     resize, crop, mode: the torchvision geometry above. mean, std: per RGB channel in [0, 1].
     hw_decoder_load: share of JPEGs for the hardware decoder (gpu only).
+    preallocate_hint: (width, height) the hardware decoder preallocates its buffers for, for a
+    whole batch, when the pipeline is built (gpu only; None: DALI's default, nothing up front).
     """
     if mode == "square":
         out_w = out_h = float(resize)
@@ -60,7 +63,12 @@ def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", h
     else:
         raise ValueError(f"mode must be 'shorter' or 'square', got {mode!r}")
     if device == "gpu":
-        images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB, hw_decoder_load=hw_decoder_load)
+        hints = {}
+        if preallocate_hint:
+            hints = {"preallocate_width_hint": int(preallocate_hint[0]),
+                     "preallocate_height_hint": int(preallocate_hint[1])}
+        images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB, hw_decoder_load=hw_decoder_load,
+                                   **hints)
     else:
         images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
     images = fn.resize(images, resize_x=out_w, resize_y=out_h, antialias=True, interp_type=types.INTERP_LINEAR)

@@ -148,18 +148,54 @@ def autoserialize(definition: Path) -> bytes:
         return Path(target).read_bytes()
 
 
+# How dali_backend runs a pipeline. Its src/dali_executor/dali_pipeline.h (DaliPipeline::CreatePipeline,
+# branches r26.02 to r26.06 alike) calls DALI's C API as
+#     daliCreatePipeline(..., max_batch_size, num_threads, device_id, separated_execution=0,
+#                        prefetch_queue_depth=1, cpu_prefetch=0, gpu_prefetch=0, enable_memory_stats=0)
+# and DALI's dali/c_api/c_api.cc builds that as a pipelined, asynchronous executor (not the dynamic
+# one) with a queue of one batch. Pipeline.deserialize() without arguments gives the simple,
+# synchronous executor instead, which runs the CPU, mixed and GPU stages of a batch one after
+# another; so anything here that stands for the backend deserializes with these settings.
+# DALI_USE_EXEC2=1 in the server's environment makes DALI's executor factory (C++) replace that
+# executor by the dynamic one; the Python frontend does not read the variable, so it is read here.
+def backend_executor() -> dict:
+    """The executor settings dali_backend runs a pipeline with, under this process's DALI_USE_EXEC2."""
+    return {"exec_pipelined": True, "exec_async": True, "prefetch_queue_depth": 1,
+            "exec_dynamic": os.environ.get("DALI_USE_EXEC2", "0").strip() not in ("", "0")}
+
+
+EXECUTORS = {
+    "simple": {"exec_pipelined": False, "exec_async": False, "exec_dynamic": False, "prefetch_queue_depth": 1},
+    "dynamic": {"exec_pipelined": True, "exec_async": True, "exec_dynamic": True, "prefetch_queue_depth": 1},
+}
+"""Other executors, to measure against "backend" (backend_executor())."""
+
+
 def load_pipeline(path: Path, device_id: int | None = None, num_threads: int = 2,
-                  batch_size: int | None = None):
+                  batch_size: int | None = None, executor: str = "backend"):
     """A built DALI pipeline from a definition (`dali.py`, autoserialized) or a serialized
-    `model.dali`; device_id None runs on the CPU only (the cpu variant)."""
+    `model.dali`; device_id None runs on the CPU only (the cpu variant).
+
+    executor: "backend" runs it as dali_backend does (backend_executor()), or a key of EXECUTORS."""
     from nvidia.dali import Pipeline
 
     path = Path(path)
     serialized = autoserialize(path) if path.suffix == ".py" else path.read_bytes()
     pipe = Pipeline.deserialize(serialized_pipeline=serialized, device_id=device_id, num_threads=num_threads,
+                                **(backend_executor() if executor == "backend" else EXECUTORS[executor]),
                                 **({"batch_size": batch_size} if batch_size else {}))
     pipe.build()
     return pipe
+
+
+def warmup_batch_sizes(max_batch_size: int) -> list[int]:
+    """The batch sizes a model is warmed up with, in the order they run: the largest FIRST.
+
+    DALI's GPU decoder sizes its batch resources from the first batch a pipeline runs and later
+    larger batches run on those (docs/gpu.md, "The first batch"); a warm-up at batch 1 first
+    slowed every later batch of 128 to about a third. Batch 1 after it still warms the
+    single-image path of the network."""
+    return sorted({1, int(max_batch_size)}, reverse=True)
 
 
 def serialize(inp: Input, device: str, batch_size: int, path: Path, num_threads: int = 2,

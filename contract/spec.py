@@ -165,20 +165,22 @@ class Triton(_Strict):
     """True: requests with encoded images of different lengths batch together (allow_ragged_batch
     on the DALI input); images inside one request are always zero-padded to the longest."""
     cpu_instances: int = Field(1, ge=1, le=64)
-    gpu_instances: int = Field(2, ge=1, le=64)
-    """gpu target: instances of each model; two DALI pipelines gave +46-74 % over one on an H200
-    (docs/gpu_preprocess.md), three or four were slower."""
+    gpu_instances: int = Field(3, ge=1, le=64)
+    """gpu target: instances of each model. Served ResNet-50 fp16 ensemble on an H200 (DALI's
+    dynamic executor, local server under MPS): 3 instances 9,824 img/s, 2 instances 8,576
+    (docs/gpu_ensemble.md)."""
     dali_num_threads: int = Field(2, ge=1, le=256)
     """cpu target: DALI worker threads per pipeline (the DALI backend's num_threads parameter)."""
     dali_gpu_num_threads: int = Field(4, ge=1, le=256)
-    """gpu target: DALI CPU threads per pipeline; 4 beat 2 by 10 % on an H200 and leave room for
-    JPEGs the hardware decoder cannot take."""
+    """gpu target: DALI CPU threads per pipeline; 4 leave room for JPEGs the hardware decoder
+    cannot take (an earlier H200 sweep, simple executor: raw results in docs/gpu_preprocess/)."""
     onnx_intra_op_threads: int = Field(0, ge=0, le=256)
     """ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose."""
     hw_decoder_load: float = Field(1.0, ge=0.0, le=1.0)
     """gpu target: share of JPEG decoding given to the hardware decoder (A100/H100 and newer);
-    1.0 was fastest in every cell of the H200 sweep (docs/gpu_preprocess.md). DALI's own default
-    is 0.65: rerun benchmarks/preprocess_bench.py on other GPUs."""
+    1.0 was fastest in every cell of an earlier H200 sweep (simple executor; raw results in
+    docs/gpu_preprocess/). DALI's own default is 0.65: rerun benchmarks/preprocess_bench.py or
+    benchmarks/gpu_bounds.py on other GPUs."""
 
     max_image_pixels: int = Field(50_000_000, ge=0)
     """Pixel budget per image (width x height from the header, checked before decoding; 0 = no

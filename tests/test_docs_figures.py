@@ -173,8 +173,8 @@ def test_readme_quotes_its_measured_figures_from_files():
     are each declared: the result files it names are the ones behind those paragraphs."""
     named = {f for files, _, _ in declarations((ROOT / "README.md").read_text()) for f in files}
     for expected in ("docs/results/demo_manifest.json", "docs/results/compare_bench.json",
-                     "docs/results/bench_local.json", "docs/gpu_preprocess/results.json",
-                     "docs/gpu_ensemble/h100/resnet50.json", "docs/cpu_precision/results.json"):
+                     "docs/results/bench_local.json", "docs/gpu_ensemble/summary.json",
+                     "docs/cpu_precision/results.json"):
         assert expected in named, f"README.md has no figures passage from {expected}"
     assert check_doc(ROOT / "README.md") == []
 

@@ -265,3 +265,20 @@ def test_gpu_variant_matches_torchvision_on_photos(tmp_path):
         result = parity(g, ref, inp.std, [f.name for f in files], "gpu")
         _REPORT.append({"case": f"gpu variant vs torchvision, photo set, {inp.resize}/{inp.crop}", **result.summary()})
         assert not result.failing, result.worst()
+
+
+def test_batch_order_does_not_slow_the_max_batch(tmp_path):
+    """A pipeline warmed up as the build writes it (contract.preprocess.warmup_batch_sizes) and
+    then given one batch of 1 runs batch 128 within 10 % of a fresh pipeline, with the executor
+    dali_backend uses (issue 22: after a first batch of 1, batch 128 ran at about a quarter)."""
+    from benchmarks.gpu_bounds import _definition, dali_case
+    from benchmarks.jpegs import make_jpegs
+    from contract.spec import Triton
+
+    t = Triton()
+    dali_file = _definition(tmp_path, 128, t.dali_gpu_num_threads, t.hw_decoder_load, {})
+    jpegs = make_jpegs(192, 640, 480)
+    fresh = dali_case(dali_file, "backend", (), 128, 1, t.dali_gpu_num_threads, jpegs, 2.0)["images_per_s"]
+    after = dali_case(dali_file, "backend", "warmup+1", 128, 1, t.dali_gpu_num_threads, jpegs, 2.0)["images_per_s"]
+    print(f"\nbatch 128: fresh {fresh:,.0f} img/s, after the build's warm-up and a batch of 1 {after:,.0f} img/s")
+    assert after >= 0.9 * fresh, f"batch 128 after warm-up + batch 1: {after:,.0f} img/s < 0.9 x fresh {fresh:,.0f}"

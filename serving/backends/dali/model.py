@@ -25,7 +25,6 @@ project, since the python backend stub loads it outside the project's import pat
 """
 from __future__ import annotations
 
-import collections
 import importlib.util
 import json
 import os
@@ -52,6 +51,15 @@ _SIGNATURES = (
     (b"P1", "PNM"), (b"P2", "PNM"), (b"P3", "PNM"), (b"P4", "PNM"), (b"P5", "PNM"), (b"P6", "PNM"),
 )
 _JPEG_SOI = np.frombuffer(b"\xff\xd8\xff", dtype=np.uint8)
+# The executor dali_backend builds every pipeline with (its src/dali_executor/dali_pipeline.h,
+# DaliPipeline::CreatePipeline: daliCreatePipeline(..., separated_execution=0, prefetch_queue_depth=1,
+# ...), which DALI's c_api.cc runs on the pipelined, asynchronous executor). Pipeline.deserialize()
+# without these is DALI's simple synchronous executor, about half as fast on the GPU. The same
+# settings as contract.preprocess.backend_executor() (this file cannot import it; a test compares).
+# DALI_USE_EXEC2=1 in the server's environment makes DALI's C++ executor factory replace that
+# executor by the dynamic one (DALI's docs, "Environment variables"): the stand-in does the same.
+_BACKEND_EXECUTOR = {"exec_pipelined": True, "exec_async": True, "prefetch_queue_depth": 1,
+                     "exec_dynamic": os.environ.get("DALI_USE_EXEC2", "0").strip() not in ("", "0")}
 _SUPPORTED = "JPEG, PNG, BMP, TIFF, PNM, JPEG 2000, WebP"
 
 
@@ -163,9 +171,10 @@ class TritonPythonModel:
                                 and os.environ.get("TOOLKIT_DALI_HOST_OUTPUTS", "") not in ("1", "true", "yes"))
         self.pipe = None
         self._peek = None
-        self._recent = collections.deque(maxlen=int(os.environ.get("TOOLKIT_GPU_KEEPALIVE", "32")))
+        self._warm_sample = None   # one image that decoded, for re-warming a rebuilt GPU pipeline
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
         self._serialized, self.dali_file = self._load_model_file(version_dir)
+        self._input_names = [i["name"] for i in self.inputs]
         self._input_desc = ", ".join(f"{i['name']} (UINT8, [batch, bytes])" for i in self.inputs)
 
     def _int_param(self, params: dict, key: str) -> int:
@@ -209,7 +218,8 @@ class TritonPythonModel:
 
         try:
             pipe = Pipeline.deserialize(serialized_pipeline=self._serialized, device_id=self.device_id,
-                                        num_threads=self.num_threads, batch_size=self.max_batch_size)
+                                        num_threads=self.num_threads, batch_size=self.max_batch_size,
+                                        **_BACKEND_EXECUTOR)
             pipe.build()
         except Exception as err:
             where = "CPU" if self.device_id is None else f"GPU {self.device_id}"
@@ -353,23 +363,47 @@ class TritonPythonModel:
     def _gpu_tensor(self, out):
         import torch
 
-        # DALI works on its own (non-blocking) streams and reuses its output buffers on the next
-        # run; the python backend hands the tensor on without waiting for any stream. So: wait for
-        # DALI, copy the batch (device to device), wait for the copy. Without the waits, the next
-        # step read unfinished data (served ResNet-50 logits off by up to 61 on an H100).
+        # DALI works on its own stream and reuses its output buffers on the next run, and the
+        # python backend hands the tensor on without waiting for any stream. So: wait for DALI's
+        # work (the device holds nothing else of this process), copy the batch device to device
+        # (about 0.05 ms for 128 x 3 x 224 x 224 float32 on an H100/H200) so DALI's buffer is free for
+        # its next run, and wait for that copy on its own stream before the tensor leaves this
+        # process. (Without the waits the next step read unfinished data: ResNet-50 logits off by
+        # up to 61 on an H100.) Nothing is kept alive past the response: the backend copies GPU
+        # outputs into Triton's buffers before the next execute (served logits stayed exact with
+        # no keep-alive list, docs/gpu_ensemble.md).
         torch.cuda.synchronize(self.device_id)
+        stream = torch.cuda.current_stream(self.device_id)
         copy = torch.from_dlpack(out.as_tensor()).clone()
-        torch.cuda.synchronize(self.device_id)
-        self._recent.append(copy)   # keep recent batches alive: the consumer may read after execute returns
+        stream.synchronize()
         return copy
 
     def _run_or_rebuild(self, batch):
         try:
-            return self._run(batch)
+            outs = self._run(batch)
         except Exception:
             # A DALI pipeline is unusable after any error ("no longer valid"); a rebuild takes ~1 ms.
             self._build()
+            self._rewarm()
             raise
+        if self._warm_sample is None and self.device_id is not None:
+            self._warm_sample = next(iter(batch.values()))[0].copy()
+        return outs
+
+    def _rewarm(self):
+        """Run one max_batch_size batch through a rebuilt GPU pipeline before anything else.
+
+        The first batch a GPU pipeline runs sets how much of every later batch its hardware JPEG
+        decoder takes: after a first batch of 1, batch 128 ran at the rate of no hardware decoder
+        (about a fifth; docs/gpu.md, "The first batch"). The model's warm-up (largest batch first)
+        covers the pipeline built at load; this covers the ones rebuilt after a bad image. (The
+        real dali_backend rebuilds too, with no warm-up: docs/gpu.md says what that means.)"""
+        if self._warm_sample is None or self.device_id is None:
+            return
+        try:
+            self._run({name: [self._warm_sample] * self.max_batch_size for name in self._input_names})
+        except Exception:   # noqa: BLE001 - a failed warm-up only costs speed; start clean
+            self._build()
 
     def _find_bad_image(self, samples: dict[str, list[np.ndarray]], err: Exception) -> tuple[str, bool]:
         """(message, the input is to blame) for a request whose pipeline run failed."""

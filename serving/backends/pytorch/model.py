@@ -18,7 +18,6 @@ Copied into the launcher's backend folder; imports nothing from the project.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -46,9 +45,6 @@ def _by_position(entries: list[dict]) -> list[dict]:
 
 class TritonPythonModel:
     def initialize(self, args):
-        import collections
-
-        self._recent = collections.deque(maxlen=int(os.environ.get("TOOLKIT_GPU_KEEPALIVE", "32")))
         import torch
 
         self.torch = torch
@@ -146,7 +142,6 @@ class TritonPythonModel:
         # The python backend passes GPU tensors on without waiting for torch's stream: finish first.
         for device in {o.device for o in outs if o.is_cuda}:
             self.torch.cuda.current_stream(device).synchronize()
-        self._recent.extend(o for o in outs if o.is_cuda)
         tensors = []
         for cfg, out in zip(self.outputs, outs):
             out = out.contiguous()
