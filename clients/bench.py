@@ -182,8 +182,10 @@ def run(args) -> int:
                             continue
                         r["precision"] = precision
                         rows.append(r)
+                        p99 = r["latency_ms"]["p99"]   # None when no request finished inside the window
                         console.print(f"  {protocol:4} {precision:5} batch {bs:3} c={conc}: "
-                                      f"{r['images_per_s']:8.1f} img/s  p99 {r['latency_ms']['p99']:7.2f} ms  "
+                                      f"{r['images_per_s']:8.1f} img/s  p99 "
+                                      f"{'-' if p99 is None else f'{p99:7.2f}'} ms  "
                                       f"{'stable' if r['stable'] else 'NOT stable'} ({r['windows']} windows)",
                                       highlight=False)
         sweep_s = time.perf_counter() - started
