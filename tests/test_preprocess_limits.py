@@ -20,7 +20,7 @@ from PIL import Image
 
 from builders import triton_config
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 from serving.local_server import LocalTritonServer, free_port
 
 pytestmark = pytest.mark.server
@@ -89,7 +89,7 @@ def test_bad_input_is_a_client_error_naming_image_and_reason(server, val_images,
         "request_budget": ([good] * 4, ["4 images", "max_request_pixels"]),
     }[case]
     with pytest.raises(InferenceServerException) as err:
-        _infer(server, protocol, layout.ensemble_model("digits", "fp32"), pad_batch(images))
+        _infer(server, protocol, layout.ensemble_model("digits", "fp32"), pack_batch(images))
     assert _client_error(protocol, err.value), f"{case}: status {err.value.status()}: {err.value}"
     for w in words:
         assert w in str(err.value), f"{case}: {w!r} missing from: {err.value}"
@@ -102,7 +102,7 @@ def _stub_rss(server) -> int:
 
 def test_bomb_is_rejected_before_decoding_and_good_requests_are_unaffected(server, val_images):
     model = layout.ensemble_model("digits", "fp32")
-    good = pad_batch([val_images[1][0]])
+    good = pack_batch([val_images[1][0]])
     _infer(server, "grpc", model, good)
     base = []
     for _ in range(5):
@@ -112,7 +112,7 @@ def test_bomb_is_rejected_before_decoding_and_good_requests_are_unaffected(serve
     rss_before = _stub_rss(server)
     start = time.perf_counter()
     with pytest.raises(InferenceServerException) as err:
-        _infer(server, "grpc", model, pad_batch([bomb_jpeg(), bomb_jpeg(30000, 30000)]))
+        _infer(server, "grpc", model, pack_batch([bomb_jpeg(), bomb_jpeg(30000, 30000)]))
     rejected_s = time.perf_counter() - start
     assert "max_image_pixels" in str(err.value)
     # 20000x20000 RGB would be 1.2 GB decoded; nothing of that size may appear.
@@ -127,11 +127,11 @@ def test_running_server_survives_its_repository_files_being_removed(server, copy
     """A rebuild swaps the repository folder under a running server: the stand-in keeps its
     serialized pipeline in memory, so the rebuild after a decode error still works."""
     model = layout.ensemble_model("digits", "fp32")
-    good = pad_batch([val_images[2][0]])
+    good = pack_batch([val_images[2][0]])
     expected = _infer(server, "http", model, good)
     shutil.rmtree(copy_repo / layout.preprocess_model("digits") / "1")
     bad = val_images[3][0]
     with pytest.raises(InferenceServerException):
-        _infer(server, "http", model, pad_batch([bad[: len(bad) // 2]]))   # forces a pipeline rebuild
+        _infer(server, "http", model, pack_batch([bad[: len(bad) // 2]]))   # forces a pipeline rebuild
     for _ in range(3):
         np.testing.assert_array_equal(_infer(server, "http", model, good), expected)

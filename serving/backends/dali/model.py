@@ -51,8 +51,14 @@ _SIGNATURES = (
     (b"\xffO\xffQ", "JPEG 2000"),
     (b"P1", "PNM"), (b"P2", "PNM"), (b"P3", "PNM"), (b"P4", "PNM"), (b"P5", "PNM"), (b"P6", "PNM"),
 )
-_JPEG_SOI = np.frombuffer(b"\xff\xd8\xff", dtype=np.uint8)
 _SUPPORTED = "JPEG, PNG, BMP, TIFF, PNM, JPEG 2000, WebP"
+# A request row: b"LEN:" + the image's byte count (uint32, little endian) + the bytes + padding;
+# the pipeline (dali.py, exact_bytes) trims to it. The same bytes as contract/images.py.
+_LENGTH_MARKER = np.frombuffer(b"LEN:", dtype=np.uint8)
+_PREFIX_BYTES = 8
+_PACKED_HINT = ("each row must be b'LEN:' + the image's byte count (uint32, little endian) + the image's bytes, "
+                "zero-padded to the longest row (contract.images.pack_batch); only a request of one image may "
+                "send the bare file")
 
 
 class _RequestError(Exception):
@@ -96,6 +102,14 @@ def _image_format(sample: np.ndarray) -> str | None:
         if head.startswith(magic):
             return name
     return None
+
+
+def _exact(row: np.ndarray) -> np.ndarray:
+    """The image bytes of a request row, as the pipeline trims it: after the length prefix, as many
+    as it declares (checked by _exact_rows), or the whole row without one."""
+    if len(row) >= _PREFIX_BYTES and (row[:4] == _LENGTH_MARKER).all():
+        return row[_PREFIX_BYTES: _PREFIX_BYTES + int(row[4:8].view("<u4")[0])]
+    return row
 
 
 def _dims_match(shape, dims) -> bool:
@@ -251,7 +265,7 @@ class TritonPythonModel:
             if arr.ndim != 2:
                 raise _RequestError(
                     f"{self.name}: input {name!r} has shape {list(arr.shape)}; expected [batch, bytes] "
-                    "(one row of zero-padded encoded bytes per image)")
+                    "(one row per image: contract.images.pack_batch)")
             n, length = arr.shape
             if n < 1 or length < 1:
                 raise _RequestError(f"{self.name}: input {name!r} is empty (shape {list(arr.shape)}); send at least one "
@@ -261,24 +275,38 @@ class TritonPythonModel:
             if count is not None and n != count:
                 raise _RequestError(f"{self.name}: inputs have different batch sizes ({count} and {n})")
             count = n
-            # Vectorized first pass (one numpy call per check, not one per image); the slow
-            # per-image path runs only to name an offending image.
-            empty = ~arr.any(axis=1)
-            if empty.any():
-                i = int(np.argmax(empty))
-                raise _RequestError(f"{self.name}: image {i} of {n} is empty (all {length} bytes are zero padding)")
-            jpeg = (arr[:, :3] == _JPEG_SOI).all(axis=1) if length >= 3 else np.zeros(n, bool)
-            for i in np.flatnonzero(~jpeg):
-                if _image_format(arr[i]) is None:
-                    head = " ".join(f"{b:02x}" for b in arr[i, :8])
+            exact = self._exact_rows(name, arr)
+            for i, row in enumerate(exact):
+                if not row.any():
+                    raise _RequestError(f"{self.name}: image {i} of {n} is empty ({len(row)} bytes, all zero)")
+                if _image_format(row) is None:
+                    head = " ".join(f"{b:02x}" for b in row[:8])
                     raise _RequestError(
                         f"{self.name}: image {i} of {n} is not an encoded image (starts with bytes {head}); "
                         f"send the file's bytes, formats: {_SUPPORTED}")
-            rows = list(arr)
             if self._peek is not None:
-                self._check_pixels(rows)
-            per_input[name] = rows
+                self._check_pixels(exact)
+            per_input[name] = list(arr)     # fed as sent: the pipeline trims each row itself
         return per_input
+
+    def _exact_rows(self, name: str, arr: np.ndarray) -> list[np.ndarray]:
+        """Each row's image bytes (`_exact`); raises _RequestError for a multi-image request with a
+        bare row (its padding would be decoded as part of the image) or a length past the row."""
+        n, length = arr.shape
+        tagged = (arr[:, :4] == _LENGTH_MARKER).all(axis=1) if length >= _PREFIX_BYTES else np.zeros(n, bool)
+        if n > 1 and not tagged.all():
+            i = int(np.argmin(tagged))
+            raise _RequestError(f"{self.name}: image {i} of {n} in input {name!r} has no length prefix, so where its "
+                                f"bytes end cannot be told from padding; {_PACKED_HINT}")
+        if tagged.any():
+            declared = arr[:, 4:8].copy().view("<u4")[:, 0].astype(np.int64)
+            over = tagged & ((declared < 1) | (declared > length - _PREFIX_BYTES))
+            if over.any():
+                i = int(np.argmax(over))
+                raise _RequestError(
+                    f"{self.name}: image {i} of {n} in input {name!r} declares {declared[i]} bytes, but its row holds "
+                    f"{length - _PREFIX_BYTES} after the length prefix; {_PACKED_HINT}")
+        return [_exact(row) for row in arr]
 
     def _peek_shapes(self, rows: list[np.ndarray]) -> list[tuple[int, int]]:
         self._peek.feed_input("encoded", rows)
@@ -299,8 +327,8 @@ class TritonPythonModel:
                 except Exception as err:
                     self._peek = self._peek_pipeline()
                     raise _RequestError(
-                        f"{self.name}: image {i} of {n} ({_image_format(row) or 'unknown format'}, {len(row)} bytes "
-                        f"with padding) could not be decoded: its header cannot be read ({_cause(err)}); the file "
+                        f"{self.name}: image {i} of {n} ({_image_format(row) or 'unknown format'}, {len(row)} bytes) "
+                        f"could not be decoded: its header cannot be read ({_cause(err)}); the file "
                         "is truncated or damaged") from None
             raise
         total = 0
@@ -379,9 +407,9 @@ class TritonPythonModel:
             try:
                 self._run_or_rebuild(one)
             except Exception as bad:
-                kind = _image_format(next(iter(one.values()))[0]) or "unknown format"
-                return (f"{self.name}: image {i} of {n} ({kind}, {len(next(iter(one.values()))[0])} bytes with "
-                        f"padding) could not be decoded: {_cause(bad)}; the file is truncated, damaged or in an "
+                image = _exact(next(iter(one.values()))[0])
+                return (f"{self.name}: image {i} of {n} ({_image_format(image) or 'unknown format'}, {len(image)} "
+                        f"bytes) could not be decoded: {_cause(bad)}; the file is truncated, damaged or in an "
                         f"encoding the decoder does not support", True)
         return f"{self.name}: the pipeline failed on this request: {_last_lines(err)}", False
 
