@@ -18,7 +18,9 @@ Where this stand-in goes further: one bad image fails only its own request (a DA
 otherwise takes down every request in the batch), with an INVALID_ARG error (HTTP 400, gRPC
 INVALID_ARGUMENT) that names the image and the reason; and a pixel budget (config parameters
 `max_image_pixels`, `max_request_pixels`) is checked from the image headers before anything is
-decoded, so a small file that declares a huge image costs nothing.
+decoded, so a small file that declares a huge image costs nothing; max_request_pixels also bounds
+each pipeline run, whatever dynamic batching merged, and a JPEG too short for the size it declares
+is refused as truncated.
 
 This file is copied into the backend folder the launcher owns; it imports nothing from the
 project, since the python backend stub loads it outside the project's import path.
@@ -110,6 +112,25 @@ def _exact(row: np.ndarray) -> np.ndarray:
     if len(row) >= _PREFIX_BYTES and (row[:4] == _LENGTH_MARKER).all():
         return row[_PREFIX_BYTES: _PREFIX_BYTES + int(row[4:8].view("<u4")[0])]
     return row
+
+
+def _jpeg_min_bytes(row: np.ndarray, h: int, w: int) -> int:
+    """The fewest bytes a Huffman-coded JPEG of h x w pixels can have: every 8x8 block of the first
+    component costs at least one bit in the first scan (baseline, progressive and lossless alike).
+    A shorter file is truncated, and libjpeg would "decode" the rest as grey: a 632-byte header
+    declaring 7000x7000 costs 147 MB and 0.2 s of decoding. 0 where no floor applies (not a JPEG,
+    arithmetic coding, or no frame header found)."""
+    data, pos = row.tobytes(), 2
+    if not data.startswith(b"\xff\xd8"):
+        return 0
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker, seg = data[pos + 1], int.from_bytes(data[pos + 2: pos + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3):     # SOF0-3: Huffman coding
+            return -(-h // 8) * -(-w // 8) // 8
+        if marker in (0xDA, 0xD9) or 0xC5 <= marker <= 0xCF and marker not in (0xC8, 0xCC):
+            return 0                                # scan data, end, or an arithmetic/differential frame
+        pos += 2 + seg
+    return 0
 
 
 def _dims_match(shape, dims) -> bool:
@@ -251,9 +272,10 @@ class TritonPythonModel:
 
     # --- validation -----------------------------------------------------------------------------
 
-    def _samples(self, request) -> dict[str, list[np.ndarray]]:
-        """The request's images per input, each a 1-D uint8 array; raises _RequestError."""
-        per_input, count = {}, None
+    def _samples(self, request) -> tuple[dict[str, list[np.ndarray]], int]:
+        """(the request's images per input, each a 1-D uint8 array; the pixels they declare, 0 without
+        a budget); raises _RequestError."""
+        per_input, count, pixels = {}, None, 0
         for inp in self.inputs:
             name = inp["name"]
             tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -285,9 +307,9 @@ class TritonPythonModel:
                         f"{self.name}: image {i} of {n} is not an encoded image (starts with bytes {head}); "
                         f"send the file's bytes, formats: {_SUPPORTED}")
             if self._peek is not None:
-                self._check_pixels(exact)
+                pixels += self._check_pixels(exact)
             per_input[name] = list(arr)     # fed as sent: the pipeline trims each row itself
-        return per_input
+        return per_input, pixels
 
     def _exact_rows(self, name: str, arr: np.ndarray) -> list[np.ndarray]:
         """Each row's image bytes (`_exact`); raises _RequestError for a multi-image request with a
@@ -314,8 +336,9 @@ class TritonPythonModel:
         dims = [np.asarray(shapes[i]) for i in range(len(rows))]     # (H, W, C) per image
         return [(int(d[0]), int(d[1])) for d in dims]
 
-    def _check_pixels(self, rows: list[np.ndarray]) -> None:
-        """The pixel budget, from the headers: raise _RequestError naming the image and the limit."""
+    def _check_pixels(self, rows: list[np.ndarray]) -> int:
+        """The pixel budget, from the headers: the request's pixels, or _RequestError naming the image
+        and the limit."""
         n = len(rows)
         try:
             sizes = self._peek_shapes(rows)
@@ -338,12 +361,19 @@ class TritonPythonModel:
                     f"{self.name}: image {i} of {n} is {w}x{h} = {h * w:,} pixels, above the limit of "
                     f"{self.max_image_pixels:,} pixels per image (config parameter max_image_pixels); nothing was "
                     "decoded. Downscale the image before sending it")
+            floor = _jpeg_min_bytes(rows[i], h, w)
+            if len(rows[i]) < floor:
+                raise _RequestError(
+                    f"{self.name}: image {i} of {n} (JPEG, {len(rows[i])} bytes) declares {w}x{h} pixels, which need "
+                    f"at least {floor:,} bytes of coded data (one bit per 8x8 block); the file is truncated or a "
+                    "decompression bomb, nothing was decoded")
             total += h * w
         if self.max_request_pixels and total > self.max_request_pixels:
             raise _RequestError(
                 f"{self.name}: the {n} images of this request hold {total:,} pixels together, above the limit of "
                 f"{self.max_request_pixels:,} pixels per request (config parameter max_request_pixels); nothing was "
                 "decoded. Send fewer or smaller images per request")
+        return total
 
     def _check_outputs(self, outs: list) -> str | None:
         """Why the pipeline's outputs do not fit the config (a server-side problem), or None."""
@@ -418,19 +448,23 @@ class TritonPythonModel:
         work = []
         for r, request in enumerate(requests):
             try:
-                work.append((r, self._samples(request)))
+                work.append((r, *self._samples(request)))
             except _RequestError as err:
                 responses[r] = _error(str(err))
 
-        # Pack whole requests into pipeline batches of at most max_batch_size images.
-        chunks, current, size = [], [], 0
-        for r, samples in work:
+        # Pack whole requests into pipeline runs of at most max_batch_size images and, since
+        # dynamic batching merges requests, at most max_request_pixels pixels: the budget bounds
+        # what one run decodes, not only what one request declares. Smallest requests first, so
+        # a small request batched with large ones is not kept waiting behind them.
+        chunks, current, size, pixels = [], [], 0, 0
+        for r, samples, p in sorted(work, key=lambda item: item[2]):
             n = len(next(iter(samples.values())))
-            if current and size + n > self.max_batch_size:
+            if current and (size + n > self.max_batch_size
+                            or self.max_request_pixels and pixels + p > self.max_request_pixels):
                 chunks.append(current)
-                current, size = [], 0
+                current, size, pixels = [], 0, 0
             current.append((r, samples))
-            size += n
+            size, pixels = size + n, pixels + p
         if current:
             chunks.append(current)
 
