@@ -37,7 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m serving.local_server",
         description="Serve a cpu model repository with a real Triton Inference Server (from nvidia-pytriton), "
-                    "no Docker or GPU needed. Ctrl-C stops it.")
+                    "no Docker or GPU needed. Ctrl-C stops it.",
+        epilog="Trust boundary: the restricted-API key is on tritonserver's command line (tritonserver 2.51 "
+               "reads it from nowhere else), so every local user of this machine can read it with ps and call "
+               "the restricted APIs; it keeps them only from callers that cannot see this machine's process "
+               "list. On a machine shared with untrusted users, serve from a container (docs/hardening.md).")
     p.add_argument("--repository", type=Path, default=Path("model_repository/cpu"),
                    help="model repository to serve (the builder's cpu target; default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
