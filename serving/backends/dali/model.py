@@ -115,8 +115,9 @@ def _exact(row: np.ndarray) -> np.ndarray:
 
 
 def _jpeg_min_bytes(row: np.ndarray, h: int, w: int) -> int:
-    """The fewest bytes a Huffman-coded JPEG of h x w pixels can have: every 8x8 block of the first
-    component costs at least one bit in the first scan (baseline, progressive and lossless alike).
+    """A floor under the bytes of a Huffman-coded JPEG of h x w pixels: every 8x8 block of the first
+    component costs at least one bit in the first scan (baseline, progressive and lossless alike),
+    and that component has at least one block per 32x32 pixels (sampling factors go up to 4).
     A shorter file is truncated, and libjpeg would "decode" the rest as grey: a 632-byte header
     declaring 7000x7000 costs 147 MB and 0.2 s of decoding. 0 where no floor applies (not a JPEG,
     arithmetic coding, or no frame header found)."""
@@ -126,7 +127,7 @@ def _jpeg_min_bytes(row: np.ndarray, h: int, w: int) -> int:
     while pos + 4 <= len(data) and data[pos] == 0xFF:
         marker, seg = data[pos + 1], int.from_bytes(data[pos + 2: pos + 4], "big")
         if marker in (0xC0, 0xC1, 0xC2, 0xC3):     # SOF0-3: Huffman coding
-            return -(-h // 8) * -(-w // 8) // 8
+            return -(-h // 32) * -(-w // 32) // 8
         if marker in (0xDA, 0xD9) or 0xC5 <= marker <= 0xCF and marker not in (0xC8, 0xCC):
             return 0                                # scan data, end, or an arithmetic/differential frame
         pos += 2 + seg
@@ -365,7 +366,7 @@ class TritonPythonModel:
             if len(rows[i]) < floor:
                 raise _RequestError(
                     f"{self.name}: image {i} of {n} (JPEG, {len(rows[i])} bytes) declares {w}x{h} pixels, which need "
-                    f"at least {floor:,} bytes of coded data (one bit per 8x8 block); the file is truncated or a "
+                    f"at least {floor:,} bytes of coded data (one bit per 32x32 pixels); the file is truncated or a "
                     "decompression bomb, nothing was decoded")
             total += h * w
         if self.max_request_pixels and total > self.max_request_pixels:
