@@ -44,7 +44,7 @@ from benchmarks.served_preprocess_bench import server_stats
 from clients.load import ClosedLoop, triton_requests
 from clients.stats import statistics_delta
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 from contract.preprocess import CpuPreprocessor
 
 ORDER = ("fp32", "int8", "fp16")
@@ -162,7 +162,7 @@ def in_process(files: dict[str, Path], x: np.ndarray, dali_file: Path, encoded: 
     results = {}
     for b in args.batch_sizes:
         feed = {layout.ENGINE_INPUT: np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])))}
-        rows = list(pad_batch((encoded * b)[:b]))
+        rows = list(pack_batch((encoded * b)[:b]))
         runs = {p: [] for p in files} | {"dali_preprocess": []}
         for r in range(args.repeats):
             for p in files:
@@ -182,7 +182,7 @@ def served(repo: Path, name: str, precisions: list[str], encoded: list[bytes], a
                            timeout_s=300) as server:
         url = server.grpc_url
         for b in args.batch_sizes:
-            requests = [pad_batch((encoded * b)[i: i + b]) for i in range(0, max(len(encoded), b), b)]
+            requests = [pack_batch((encoded * b)[i: i + b]) for i in range(0, max(len(encoded), b), b)]
             runs = {p: [] for p in precisions}
             split = {p: [] for p in precisions}
             for r in range(args.repeats):

@@ -24,7 +24,7 @@ import numpy as np
 
 from builders.photos import write_photo_set
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 from contract.preprocess import load_pipeline, parity, reference_preprocess, reference_transform
 from contract.preprocess import write_definition
 from contract.spec import Input
@@ -34,7 +34,7 @@ SIZES = ((256, 224), (36, 32))
 
 def run_pipeline(definition: Path, device: str, encoded: list[bytes]) -> np.ndarray:
     pipe = load_pipeline(definition, 0 if device == "gpu" else None, num_threads=4, batch_size=len(encoded))
-    pipe.feed_input(layout.DALI_INPUT, list(pad_batch(encoded)))
+    pipe.feed_input(layout.DALI_INPUT, list(pack_batch(encoded)))
     (out,) = pipe.run()
     if hasattr(out, "as_cpu"):
         out = out.as_cpu()

@@ -41,7 +41,7 @@ from builders import triton_config
 from clients.load import ClosedLoop, triton_requests
 from clients.stats import per_request_ms, percentile, statistics_delta
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 from contract.preprocess import serialize
 from contract.spec import Input, ModelSpec, Triton
 
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     print(f"{len(encoded)} JPEGs in {time.perf_counter() - t0:.1f} s (mean {result['config']['mean_jpeg_kib']} KiB)",
           flush=True)
     n = len(encoded) // args.batch * args.batch or len(encoded)
-    requests = [pad_batch(encoded[i:i + args.batch]) for i in range(0, n, args.batch)]
+    requests = [pack_batch(encoded[i:i + args.batch]) for i in range(0, n, args.batch)]
     rows = [list(r) for r in requests]        # the same padded rows the stand-in feeds its pipeline
 
     with tempfile.TemporaryDirectory(prefix="served-pre-") as tmp:

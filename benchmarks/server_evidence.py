@@ -78,6 +78,8 @@ def step_breakdown(before: dict, after: dict, window_s: float, instances: dict[s
 
 
 def perf_analyzer(url: str, model: str, jpeg_row: np.ndarray, batch: int, concurrency: int, workdir: Path) -> dict:
+    """perf_analyzer on `model`; jpeg_row: one row of a packed request (contract.images.pack_batch:
+    length prefix, bytes, padding), which perf_analyzer repeats `batch` times per request."""
     exe = shutil.which("perf_analyzer")
     if not exe:
         return {"ran": False, "reason": "no perf_analyzer binary on PATH (the perf-analyzer wheel ships one "

@@ -135,7 +135,7 @@ def _int8(workdir: Path, fp32: Path, calibration: Path, inp: Input, calib: Calib
 
 
 def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progress: ProgressFactory) -> Preprocessing:
-    from contract.images import pad_batch
+    from contract.images import pack_batch
     from contract.preprocess import CpuPreprocessor, parity, reference_preprocess, reference_transform
     from contract.preprocess import write_definition
 
@@ -150,7 +150,7 @@ def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progres
     outs = []
     for i in range(0, len(encoded), mbs):
         # Padded like a client's batch: parity then covers the padded-input convention too.
-        outs.append(pre(list(pad_batch(encoded[i: i + mbs]))))
+        outs.append(pre(list(pack_batch(encoded[i: i + mbs]))))
         bar(min(i + mbs, len(encoded)), len(encoded))
     dali = np.concatenate(outs)
     transform = reference_transform(inp)

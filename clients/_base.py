@@ -16,7 +16,7 @@ from clients.errors import (ApiRestricted, BatchTooLarge, ConnectionLost, ModelN
 from clients.hints import wrong_protocol
 from clients.results import ModelInfo
 from clients.shm import ShmRegions
-from contract.images import pad_batch
+from contract.images import pack_batch
 
 
 def as_padded(images: Sequence[bytes] | np.ndarray) -> np.ndarray:
@@ -25,7 +25,7 @@ def as_padded(images: Sequence[bytes] | np.ndarray) -> np.ndarray:
         if images.dtype != np.uint8 or images.ndim != 2:
             raise ValueError(f"a padded batch must be uint8 [N, bytes]; got {images.dtype} {list(images.shape)}")
         return np.ascontiguousarray(images)
-    return pad_batch(list(images))
+    return pack_batch(list(images))
 
 
 class ClientBase:

@@ -3,36 +3,74 @@
     python -m clients.infer path/to/a.jpg path/to/folder --top-k 3
     python -m clients.infer images/ --protocol grpc --precision int8 --json predictions.json
 
-Folders are searched recursively for .jpg/.jpeg/.png/.bmp. Images go in requests of --batch-size
-(zero-padded to the longest in each request); the model is `<model>_<precision>`, where --model
-defaults to the only model the server serves.
+Folders are searched recursively for the formats the server's DALI decoder reads (SERVED_SUFFIXES:
+JPEG, PNG, BMP, WebP, TIFF, JPEG 2000, PNM); any other file found there is named and skipped with
+the reason, and a path that does not exist is named as missing; neither stops the others. Images
+go in requests of --batch-size (packed, contract.images.pack_batch); the model is
+`<model>_<precision>`, where --model defaults to the only model the server serves.
 
 Every file gets a line: its top-k, or an error naming the file and why (a bad image fails alone;
-the others are still classified). Exit code 0: all classified; 1: some failed; 2: none could be
-(arguments, server, model).
+the others are still classified). Exit code 0: all classified; 1: some failed, were skipped or
+missing; 2: none could be (arguments, server, model). When nothing listens at --url, that is said
+within seconds (a TCP connect, 2 s at most), not after --timeout.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
 
-from contract.images import IMAGE_SUFFIXES
+# What DALI's decoder (fn.decoders.image, both targets) reads, by file name; GIF is not among them.
+SERVED_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WebP",
+                   ".tif": "TIFF", ".tiff": "TIFF", ".jp2": "JPEG 2000", ".j2k": "JPEG 2000", ".pnm": "PNM",
+                   ".ppm": "PNM", ".pgm": "PNM", ".pbm": "PNM"}
+_SERVED = ", ".join(dict.fromkeys(SERVED_SUFFIXES.values()))
 
 
-def collect_images(paths: list[Path]) -> list[Path]:
+def find_images(paths: list[Path]) -> tuple[list[Path], list[dict]]:
+    """(image files to send, in order; {"image", "error"} for every path left out and why).
+
+    A folder is searched recursively: files in a format the server decodes are sent, other files
+    (hidden ones aside) are reported as skipped. A file named on its own is sent whatever its
+    suffix (the server names what is wrong with it); a path that does not exist is missing."""
     files: list[Path] = []
+    left_out: list[dict] = []
     for p in paths:
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            for f in sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")):
+                if f.suffix.lower() in SERVED_SUFFIXES:
+                    files.append(f)
+                else:
+                    left_out.append({"image": str(f), "error": f"skipped: {f.suffix or 'no suffix'} is not a format "
+                                                              f"the server decodes ({_SERVED})"})
         elif p.is_file():
             files.append(p)
         else:
-            raise FileNotFoundError(f"{p} is neither an image file nor a folder")
+            left_out.append({"image": str(p), "error": "missing: no such file or folder"})
+    return files, left_out
+
+
+def collect_images(paths: list[Path]) -> list[Path]:
+    """The image files of `paths` (find_images); raises FileNotFoundError naming a missing path."""
+    files, left_out = find_images(paths)
+    missing = [r["image"] for r in left_out if r["error"].startswith("missing")]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)}: no such file or folder")
     return files
+
+
+def unreachable(url: str, timeout_s: float = 2.0) -> str | None:
+    """Why nothing answers at `url` (host:port, as normalized), or None when a TCP connect succeeds."""
+    host, _, port = url.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return None
+    except (OSError, ValueError) as err:
+        return str(getattr(err, "strerror", None) or err)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,14 +156,19 @@ def run(args) -> int:
     from clients.repository import served_base_models
     from clients.triton import TritonClient, TritonClientError
 
-    try:
-        files = collect_images(args.images)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    from clients.connection import normalize_url
+
+    files, left_out = find_images(args.images)
     if not files:
-        print(f"error: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, args.images))}",
-              file=sys.stderr)
+        for r in left_out:
+            print(f"error: {r['image']}: {r['error']}", file=sys.stderr)
+        print(f"error: no images ({_SERVED}) in {', '.join(map(str, args.images))}", file=sys.stderr)
+        return 2
+    url = normalize_url(args.url, args.protocol)
+    why = unreachable(url)
+    if why:
+        print(f"error: cannot reach a Triton server at {url} ({args.protocol}): {why}; nothing listens there, so "
+              "this does not wait for --timeout. Start one (tik-serve) or pass --url", file=sys.stderr)
         return 2
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
@@ -151,8 +194,9 @@ def run(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    failed = [r for r in results if "error" in r]
-    table = Table(title=f"{ensemble} at {client.url} ({args.protocol}): {len(files) - len(failed)} of {len(files)} "
+    classified = sum("top_k" in r for r in results)
+    failed = [r for r in results if "error" in r] + left_out
+    table = Table(title=f"{ensemble} at {client.url} ({args.protocol}): {classified} of {len(files)} "
                         f"images classified, {1000 * elapsed / len(files):.2f} ms/image")
     table.add_column("image")
     table.add_column("top-1", justify="right")
@@ -176,7 +220,7 @@ def run(args) -> int:
     for r in failed:
         print(f"error: {r['image']}: {r['error']}", file=sys.stderr)
     if failed:
-        print(f"{len(failed)} of {len(files)} images failed", file=sys.stderr)
+        print(f"{len(failed)} of {len(files) + len(left_out)} files failed, were skipped or missing", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({

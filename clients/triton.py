@@ -8,9 +8,9 @@
     async with AsyncTritonClient("127.0.0.1:8001", protocol="grpc") as client:
         pred = await client.infer("digits_fp32", images, top_k=3)     # same result
 
-One request is one batch: encoded images are zero-padded to the longest (contract.images.pad_batch;
-JPEG/PNG decoders stop at their end marker, so the padding changes nothing) and sent as the ensemble's
-UINT8 [N, bytes] input; `infer_many` splits a longer list into requests of at most max_batch_size.
+One request is one batch: encoded images are packed one per row, each behind its byte count and
+zero-padded to the longest (contract.images.pack_batch; the pipeline decodes exactly the bytes sent,
+never a neighbour's padding) and sent as the ensemble's UINT8 [N, bytes] input; `infer_many` splits a longer list into requests of at most max_batch_size.
 
 Top-k: the client always fetches the raw logits and computes top-k itself (softmax scores), with the
 labels the server serves (the output's label_filename). The labels are read once per model through

@@ -1,7 +1,7 @@
 """Triton runner: a served model behind the same Runner interface as PyTorch, ONNX Runtime and TensorRT.
 
     with TritonRunner("digits_fp32", url="127.0.0.1:8000", protocol="http") as runner:
-        logits = runner.infer({"IMAGE": pad_batch(jpegs)})["LOGITS"]
+        logits = runner.infer({"IMAGE": pack_batch(jpegs)})["LOGITS"]
 
 The feed is what the ensemble takes: zero-padded encoded images, uint8 [N, bytes] (one request =
 one batch, at most the model's max_batch_size). So runners.compare works unchanged on a served
@@ -55,6 +55,6 @@ class TritonRunner(Runner):
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.input_name not in feed:
             raise KeyError(f"{self.name}: the feed has {sorted(feed)}; this model takes {self.input_name!r} "
-                           "(uint8 [N, bytes] zero-padded encoded images, contract.images.pad_batch)")
+                           "(uint8 [N, bytes] zero-padded encoded images, contract.images.pack_batch)")
         pred = self.client.infer(self.model, feed[self.input_name], top_k=0)
         return {self.output_name: pred.logits}

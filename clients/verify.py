@@ -187,7 +187,7 @@ def run(args) -> int:
     from clients.repository import served_precisions
     from clients.triton import TritonClient, TritonClientError
     from clients.triton_runner import TritonRunner
-    from contract.images import load_image_folder, pad_batch
+    from contract.images import load_image_folder, pack_batch
     from contract.preprocess import parity
     from runners.compare import accuracy, compare_logits, run_batches
 
@@ -242,7 +242,7 @@ def run(args) -> int:
         ref_x = reference.transform(encoded)
         ref_logits = reference.logits(ref_x)
         ref_acc = accuracy(ref_logits, targets)
-        padded = pad_batch(encoded)
+        padded = pack_batch(encoded)
         try:
             served_x, device = _served_preprocessing(client, name, padded, args.batch_size)
         except TritonClientError as err:

@@ -7,7 +7,7 @@ with the DALI of the Triton release it runs in and serializes it at model load).
 import the project, and only operators and arguments that exist in every DALI version of the
 supported Triton releases are used (DALI 1.53 to 2.1: peek_image_shape, decoders.image, resize
 with resize_x/resize_y argument inputs, stack, slice with start/shape, crop_mirror_normalize,
-arithmetic on data nodes), and nothing that needs DALI 2's dynamic executor;
+arithmetic on data nodes, DataNode.shape), and nothing that needs DALI 2's dynamic executor;
 tests/test_dali_releases.py runs it under each release's DALI.
 
 The geometry is torchvision's eval transform, computed per image from its header inside the
@@ -26,6 +26,30 @@ is served rotated relative to what the model saw in training (docs/preprocessing
 """
 from nvidia.dali import fn, types
 
+# A request's row: b"LEN:" + the image's byte count (uint32, little endian) + the bytes + zero
+# padding (contract/images.py, pack_batch); a row without the marker is one bare file.
+LENGTH_MARKER = b"LEN:"
+PREFIX_BYTES = 8
+
+
+def exact_bytes(encoded):
+    """Each row of `encoded` trimmed to the image the client sent: the bytes after the length
+    prefix, as many as it declares, or the whole row where it has none. So zero padding (up to a
+    longer neighbour in the same request) never reaches the decoder, and a truncated file fails as
+    truncated. A declared length past the row's end fails the run (slice's out-of-bounds error)."""
+    head = fn.cast(fn.slice(encoded, start=[0], shape=[PREFIX_BYTES], axes=[0], out_of_bounds_policy="pad"),
+                   dtype=types.INT64)
+    tagged = head[0] == LENGTH_MARKER[0]
+    for k in range(1, len(LENGTH_MARKER)):
+        tagged = tagged & (head[k] == LENGTH_MARKER[k])
+    tagged = fn.cast(tagged, dtype=types.INT64)
+    declared = head[4] + head[5] * 256 + head[6] * 65536 + head[7] * 16777216
+    start = tagged * PREFIX_BYTES
+    length = tagged * declared + (1 - tagged) * encoded.shape(dtype=types.INT64)[0]
+    # slice's bounds must be int32 (an int64 argument input fails at run time).
+    return fn.slice(encoded, start=fn.cast(fn.stack(start), dtype=types.INT32),
+                    shape=fn.cast(fn.stack(length), dtype=types.INT32), axes=[0])
+
 
 def _center_anchor(size, crop):
     # int(round(d / 2)) with round-half-to-even, in integer arithmetic on data nodes:
@@ -38,7 +62,8 @@ def _center_anchor(size, crop):
 
 def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", hw_decoder_load=0.65,
                      preallocate_hint=None):
-    """Decode -> resize -> center crop -> normalize for the encoded images `encoded` (a CPU node).
+    """Decode -> resize -> center crop -> normalize for the request rows `encoded` (a CPU node),
+    each trimmed to its image's exact bytes first (`exact_bytes`).
 
     device: "cpu" (all CPU operators) or "gpu" (nvJPEG "mixed" decoder, GPU resize/normalize).
     resize, crop, mode: the torchvision geometry above. mean, std: per RGB channel in [0, 1].
@@ -46,6 +71,7 @@ def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", h
     preallocate_hint: (width, height) the hardware decoder preallocates its buffers for, for a
     whole batch, when the pipeline is built (gpu only; None: DALI's default, nothing up front).
     """
+    encoded = exact_bytes(encoded)
     if mode == "square":
         out_w = out_h = float(resize)
         start = [_center_anchor(resize, crop)] * 2

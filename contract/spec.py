@@ -187,7 +187,9 @@ class Triton(_Strict):
     limit): a 600-byte JPEG can declare 20000x20000 and make a decoder allocate gigabytes. 50 MP
     admits 8000x6000 camera images. Written into the DALI model's config as a parameter."""
     max_request_pixels: int = Field(512_000_000, ge=0)
-    """Pixel budget per request, all images together (0 = no limit); 512 MP is 64 images of 8 MP."""
+    """Pixel budget per request, all images together, and per decoded batch: the local server's DALI
+    stand-in never decodes more pixels in one pipeline run, however dynamic batching merged the
+    requests (0 = no limit); 512 MP is 64 images of 8 MP."""
 
     @model_validator(mode="before")
     @classmethod

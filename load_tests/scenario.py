@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from contract import layout
-from contract.images import IMAGE_SUFFIXES, pad_batch
+from contract.images import IMAGE_SUFFIXES, pack_batch
 from contract.manifest import load_manifest, manifest_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +197,7 @@ class Scenario:
             pool = []
             for i in range(0, max(n, bs), bs):
                 idx = [(i + j) % n for j in range(bs)]
-                pool.append(Batch(pad_batch([encoded[k] for k in idx]), tuple(names[k] for k in idx)))
+                pool.append(Batch(pack_batch([encoded[k] for k in idx]), tuple(names[k] for k in idx)))
             self.pools[bs] = pool
 
     def describe(self) -> str:

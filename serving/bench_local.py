@@ -28,7 +28,7 @@ import numpy as np
 from builders import triton_config
 from clients.load import ClosedLoop, triton_requests
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 from contract.preprocess import CpuPreprocessor
 
 TARGET_RATIO = 0.85
@@ -148,8 +148,8 @@ def main(argv=None) -> int:
     local = InProcess(repo, name, args.precision)
 
     def batches_of(size: int) -> list[np.ndarray]:
-        return [pad_batch(encoded[i:i + size]) for i in range(0, len(encoded) - size + 1, size)] or \
-               [pad_batch((encoded * size)[:size])]
+        return [pack_batch(encoded[i:i + size]) for i in range(0, len(encoded) - size + 1, size)] or \
+               [pack_batch((encoded * size)[:size])]
 
     rows_cache: dict[int, list[list[np.ndarray]]] = {}
 

@@ -37,7 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m serving.local_server",
         description="Serve a cpu model repository with a real Triton Inference Server (from nvidia-pytriton), "
-                    "no Docker or GPU needed. Ctrl-C stops it.")
+                    "no Docker or GPU needed. Ctrl-C stops it.",
+        epilog="Trust boundary: the restricted-API key is on tritonserver's command line (tritonserver 2.51 "
+               "reads it from nowhere else), so every local user of this machine can read it with ps and call "
+               "the restricted APIs; it keeps them only from callers that cannot see this machine's process "
+               "list. On a machine shared with untrusted users, serve from a container (docs/hardening.md).")
     p.add_argument("--repository", type=Path, default=Path("model_repository/cpu"),
                    help="model repository to serve (the builder's cpu target; default: %(default)s)")
     p.add_argument("--host", default="127.0.0.1",
@@ -57,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-file", type=Path, default=None,
                    help="also write the server log to this file (default: a temporary file)")
     p.add_argument("--verbose", action="store_true", help="verbose server log (Triton --log-verbose=1)")
+    p.add_argument("--max-restarts", type=int, default=3, metavar="N",
+                   help="restart the server when it or a python backend stub dies (Triton does not heal a dead "
+                        "stub: its models fail every request while reporting ready), at most N times in a row, "
+                        "waiting 1, 2, 4 ... s; then exit 1 (0: exit at once; default: %(default)s)")
     p.add_argument("--open-apis", action="store_true",
                    help="serve the model-repository, shared-memory, logging and trace APIs to any caller; by "
                         "default they need the header printed at start (docs/hardening.md)")
@@ -80,17 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         server.start()
-        print(f"\nTriton is ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}\n"
-              f"serving {server.repository} (log: {server.log_file}); Ctrl-C to stop", flush=True)
-        if server.api_key:
-            print(f"restricted APIs ({', '.join(hardening.RESTRICTED_APIS)}) need the header "
-                  f"'{hardening.API_KEY_HEADER}: {server.api_key}'; clients on this machine read it from "
-                  f"{hardening.api_key_dir()}/<port>.key (or pass --api-key / ${API_KEY_ENV})", flush=True)
-        while server.is_running():
-            time.sleep(0.5)
-        print(f"tritonserver exited with code {server.process.returncode}; last lines:\n{server.log_tail()}",
-              file=sys.stderr)
-        return 1
+        _announce(server)
+        return _supervise(server, args.max_restarts)
     except ServerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -99,6 +98,63 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         server.stop()
+
+
+def _announce(server: LocalTritonServer) -> None:
+    print(f"\nTriton is ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}\n"
+          f"serving {server.repository} (log: {server.log_file}); Ctrl-C to stop", flush=True)
+    if server.api_key:
+        print(f"restricted APIs ({', '.join(hardening.RESTRICTED_APIS)}) need the header "
+              f"'{hardening.API_KEY_HEADER}: {server.api_key}'; clients on this machine read it from "
+              f"{hardening.api_key_dir()}/<port>.key (or pass --api-key / ${API_KEY_ENV})", flush=True)
+
+
+def _what_died(server: LocalTritonServer) -> str | None:
+    """Why the server must be restarted (tritonserver or a stub died), or None while it is healthy."""
+    if not server.is_running():
+        code = server.process.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        return f"tritonserver (pid {server.pid}) died ({how})"
+    dead = server.dead_stubs()
+    if dead:
+        return f"the python backend stub of {', '.join(dead)} died; its models would fail every request"
+    return None
+
+
+HEALTHY_RESET_S = 60.0    # a server healthy this long has its restart count reset
+
+
+def _supervise(server: LocalTritonServer, max_restarts: int) -> int:
+    """Watch the server; restart it (back-off 1, 2, 4 ... s) when it or a stub dies. Returns the exit code."""
+    restarts, healthy_since = 0, time.monotonic()
+    while True:
+        time.sleep(0.5)
+        died = _what_died(server)
+        if died is None:
+            if time.monotonic() - healthy_since > HEALTHY_RESET_S:
+                restarts = 0
+            continue
+        server.stop(grace_s=2.0)      # stop() takes the group down and removes its shm regions and key file
+        if restarts >= max_restarts:
+            print(f"error: {died}; not restarting ({restarts} restarts in a row, --max-restarts {max_restarts}); "
+                  f"server log: {server.log_file}", file=sys.stderr, flush=True)
+            return 1
+        while True:
+            delay = 2.0 ** restarts
+            restarts += 1
+            print(f"{died}; restarting tritonserver in {delay:.0f} s (restart {restarts} of {max_restarts})",
+                  file=sys.stderr, flush=True)
+            time.sleep(delay)
+            try:
+                server.start()
+                break
+            except ServerError as err:
+                died = f"the restart failed: {str(err).splitlines()[0]}"
+                if restarts >= max_restarts:
+                    print(f"error: {died}; giving up after {restarts} restarts", file=sys.stderr, flush=True)
+                    return 1
+        _announce(server)
+        healthy_since = time.monotonic()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _group_stubs(pgid: int) -> dict[tuple[int, str], str]:
+    """The python backend stubs in process group `pgid`: {(pid, start time): model name}. A stub's
+    command line is `triton_python_backend_stub <repository>/<model>/<version>/<file> ...`."""
+    stubs = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue          # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z" and argv[0].endswith(b"triton_python_backend_stub") \
+                and len(argv) > 1:
+            stubs[(int(proc.name), fields[19])] = Path(argv[1].decode(errors="replace")).parent.parent.name
+    return stubs
+
+
 # --- the server ---------------------------------------------------------------------------------
 
 class LocalTritonServer:
@@ -79,6 +97,7 @@ class LocalTritonServer:
         self.record: hardening.ServerRecord | None = None
         self.process: subprocess.Popen | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=60)
+        self._stubs: dict[tuple[int, str], str] = {}
         self._reader: threading.Thread | None = None
 
     @property
@@ -163,7 +182,29 @@ class LocalTritonServer:
         # (the server and its stubs) need them. Models loaded later over the API get theirs at stop.
         for region in self.record.shm_regions():
             os.chmod(region, 0o600)
+        self._stubs = _group_stubs(self.process.pid)
         return self
+
+    def dead_stubs(self) -> list[str]:
+        """'model (stub pid N)' for every python backend stub that died while its model is still
+        loaded. Triton 2.51 does not restart a dead stub: every request to the model (and its
+        ensembles) fails with "Stub process ... is not healthy" while readiness stays 200."""
+        now = _group_stubs(self.process.pid) if self.is_running() else {}
+        before, self._stubs = self._stubs, now
+        gone = {key: model for key, model in before.items() if key not in now}
+        counts = collections.Counter(now.values())
+        # A stub also ends when its model is unloaded or reloaded over the API: only fewer stubs
+        # than before for a model that is still ready means a dead one.
+        return [f"{model} (stub pid {pid})" for (pid, _), model in sorted(gone.items())
+                if counts[model] < list(before.values()).count(model) and self._model_ready(model)]
+
+    def _model_ready(self, model: str) -> bool:
+        url = f"http://{self._url_host}:{self.http_port}/v2/models/{model}/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
 
     def _pump(self):
         with hardening.open_private_log(self.log_file) as log:
@@ -197,15 +238,16 @@ class LocalTritonServer:
         raise ServerError(f"tritonserver was not ready within {self.timeout_s:.0f} s (a model still loading, or "
                           f"one that failed; log: {self.log_file}); last lines:\n{self.log_tail()}")
 
-    def stop(self) -> int | None:
-        """Stop the server and every process in its group; returns the server's exit code."""
+    def stop(self, grace_s: float | None = None) -> int | None:
+        """Stop the server and every process in its group; returns the server's exit code.
+        grace_s: seconds between SIGTERM and SIGKILL (default: the server's grace_s)."""
         proc = self.process
         if proc is None:
             return None
         pgid = proc.pid  # start_new_session: the server leads its own group
         self._signal_group(pgid, signal.SIGTERM)
         try:
-            proc.wait(timeout=self.grace_s)
+            proc.wait(timeout=self.grace_s if grace_s is None else grace_s)
         except subprocess.TimeoutExpired:
             self._signal_group(pgid, signal.SIGKILL)
             proc.wait(timeout=10)

@@ -213,7 +213,7 @@ def test_manifest_records_versions_hashes_and_figures(manifest, built_repo):
 # --- DALI -----------------------------------------------------------------------------------------
 
 def test_dali_cpu_matches_torchvision_transform(built_repo, val_images, manifest):
-    from contract.images import pad_batch
+    from contract.images import pack_batch
     from contract.preprocess import CPU_TOLERANCE, CpuPreprocessor, parity, reference_preprocess
     from contract.spec import Input
 
@@ -223,11 +223,11 @@ def test_dali_cpu_matches_torchvision_transform(built_repo, val_images, manifest
     inp = Input(**manifest["models"]["digits"]["input"])
     dali = CpuPreprocessor(built_repo / "cpu" / layout.preprocess_model("digits") / "1" / layout.DALI_DEFINITION)
     encoded = [e for e, _ in val_images[:16]]
-    padded = dali(list(pad_batch(encoded)))
+    padded = dali(list(pack_batch(encoded)))
     ragged = dali([np.frombuffer(e, np.uint8) for e in encoded])
     ref = np.stack([reference_preprocess(e, inp) for e in encoded])
     assert padded.shape == (16, 3, 32, 32) and padded.dtype == np.float32
-    assert np.array_equal(padded, ragged)  # zero padding changes nothing
+    assert np.array_equal(padded, ragged)  # packed rows decode as the bare files
     result = parity(padded, ref, inp.std, [str(i) for i in range(16)])
     assert not result.failing
     # Measured: at most one pixel level anywhere (rounding inside the bilinear filter).

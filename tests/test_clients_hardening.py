@@ -72,7 +72,20 @@ def _victim(repo_root) -> LocalTritonServer:
 
 # --- clients.infer ------------------------------------------------------------------------------
 
+def _any_format(kind: str, size: int = 40) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (90, 160, 30)).save(buf, format=kind)
+    return buf.getvalue()
+
+
 def test_infer_cli_reports_every_file(server, val, tmp_path, capsys):
+    """Issue 23: every format the server decodes is found in a folder (jpg, png, webp, bmp), the others
+    are named with the reason (gif, txt), a missing path is called missing, and none of them stops the
+    good files being classified; exit code 1."""
     from clients import infer
 
     folder = tmp_path / "mixed"
@@ -81,19 +94,29 @@ def test_infer_cli_reports_every_file(server, val, tmp_path, capsys):
     for i, f in enumerate(val.files[:5]):
         good.append(folder / f"good{i}.jpg")
         good[-1].write_bytes(f.read_bytes())
+    for kind, suffix in (("PNG", ".png"), ("WEBP", ".webp"), ("BMP", ".bmp")):
+        good.append(folder / f"other{suffix}")
+        good[-1].write_bytes(_any_format(kind))
+    (folder / "anim.gif").write_bytes(_any_format("GIF"))
+    (folder / "notes.txt").write_text("not an image")
     (folder / "garbage.jpg").write_bytes(b"this is not an image" * 10)
     (folder / "truncated.jpg").write_bytes(val.files[0].read_bytes()[:120])
+    missing = tmp_path / "no_such_image.jpg"
     out = tmp_path / "pred.json"
-    rc = infer.main([str(folder), "--url", server.http_url, "--batch-size", "4", "--json", str(out)])
+    rc = infer.main([str(missing), str(folder), "--url", server.http_url, "--batch-size", "4", "--json", str(out)])
     captured = capsys.readouterr()
     assert rc == 1, captured.err
     for bad in ("garbage.jpg", "truncated.jpg"):
         assert f"error: {folder / bad}: " in captured.err
-    assert "2 of 7 images failed" in captured.err
+    assert f"error: {folder / 'anim.gif'}: skipped: .gif is not a format the server decodes" in captured.err
+    assert f"error: {folder / 'notes.txt'}: skipped" in captured.err
+    assert f"error: {missing}: missing" in captured.err
+    assert "5 of 13 files failed, were skipped or missing" in captured.err
     result = json.loads(out.read_text())
     assert sorted(p["image"] for p in result["predictions"]) == sorted(map(str, good))
-    assert {e["image"] for e in result["errors"]} == {str(folder / "garbage.jpg"), str(folder / "truncated.jpg")}
-    assert "5 of 7 images classified" in captured.out
+    assert {e["image"] for e in result["errors"]} == {str(folder / n) for n in (
+        "garbage.jpg", "truncated.jpg", "anim.gif", "notes.txt")} | {str(missing)}
+    assert "8 of 10 images classified" in captured.out
 
 
 # --- retries and timeout ------------------------------------------------------------------------
@@ -107,14 +130,25 @@ def test_readiness_wait_stops_after_retries(protocol):
     assert time.monotonic() - start < 3
 
 
-def test_cli_waits_until_timeout_with_default_retries(val, capsys):
+def test_readiness_wait_uses_the_whole_timeout_with_default_retries():
+    url = f"127.0.0.1:{free_port()}"   # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(ServerUnavailable, match="cannot reach"):
+        TritonClient(url, "http", timeout_s=8, retries=20).wait_until_ready()   # the CLI default
+    elapsed = time.monotonic() - start
+    assert 6 <= elapsed < 8 + 4, elapsed   # the whole --timeout is used, not cut short by the retry count
+
+
+def test_infer_cli_reports_an_unreachable_server_within_3_s(val, capsys):
+    """Issue 23: tik-infer does not spend --timeout on an address where nothing listens."""
     from clients import infer
 
+    url = f"127.0.0.1:{free_port()}"
     start = time.monotonic()
-    rc = infer.main([str(val.files[0]), "--url", f"127.0.0.1:{free_port()}", "--timeout", "8"])
+    rc = infer.main([str(val.files[0]), "--url", url, "--timeout", "30"])
     elapsed = time.monotonic() - start
-    assert rc == 2 and "cannot reach" in capsys.readouterr().err
-    assert 6 <= elapsed < 8 + 4, elapsed   # the whole --timeout is used, not cut short by the retry count
+    assert rc == 2 and f"cannot reach a Triton server at {url}" in capsys.readouterr().err
+    assert elapsed < 3, elapsed
 
 
 # --- server dies ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 from contract.preprocess import CpuPreprocessor, write_definition
 from contract.releases import DEFAULT_RELEASE, RELEASES
 from contract.spec import Input
@@ -55,9 +55,8 @@ gpu = autoserialize(args["gpu"], "gpu_definition")
 pipe = Pipeline.deserialize(serialized_pipeline=autoserialize(args["cpu"], "cpu_definition"), device_id=None,
                             num_threads=2, batch_size=args["batch"])
 pipe.build()
-rows = [np.fromfile(f, np.uint8) for f in args["files"]]
-width = max(len(r) for r in rows)
-pipe.feed_input("DALI_INPUT_0", [np.pad(r, (0, width - len(r))) for r in rows])   # padded, as clients send
+rows = np.load(args["rows"])      # packed as clients send them (contract.images.pack_batch)
+pipe.feed_input("DALI_INPUT_0", list(rows))
 (out,) = pipe.run()
 np.save(args["out"], np.stack([np.asarray(out[i]) for i in range(len(rows))]))
 print(json.dumps({"dali": dali.__version__, "gpu_serialized_bytes": len(gpu)}))
@@ -105,14 +104,16 @@ def test_definition_runs_under_release_dali(version, resize, crop, photos, tmp_p
     inp = Input(resize=resize, crop=crop)
     cpu = write_definition(inp, "cpu", tmp_path / "cpu" / layout.DALI_DEFINITION, 64)
     gpu = write_definition(inp, "gpu", tmp_path / "gpu" / layout.DALI_DEFINITION, 64, hw_decoder_load=1.0)
-    out = tmp_path / "side.npy"
-    args = {"cpu": str(cpu), "gpu": str(gpu), "files": [str(f) for f in photos], "out": str(out), "batch": 64}
+    out, rows = tmp_path / "side.npy", tmp_path / "rows.npy"
+    packed = pack_batch([f.read_bytes() for f in photos])
+    np.save(rows, packed)
+    args = {"cpu": str(cpu), "gpu": str(gpu), "rows": str(rows), "out": str(out), "batch": 64}
     proc = subprocess.run([str(_side_env(version)), "-c", _SIDE_SCRIPT, json.dumps(args)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["dali"] == version and report["gpu_serialized_bytes"] > 0
     side = np.load(out)
-    main = CpuPreprocessor(cpu)(list(pad_batch([f.read_bytes() for f in photos])))
+    main = CpuPreprocessor(cpu)(list(packed))
     levels = np.abs(side - main) * 255.0 * np.asarray(inp.std)[None, :, None, None]
     assert side.shape == main.shape and levels.max() <= 1.01, f"DALI {version} vs main: max {levels.max():.2f} levels"

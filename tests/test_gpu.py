@@ -31,7 +31,7 @@ import pytest
 
 from benchmarks.jpegs import natural_jpeg
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 from contract.layout import DALI_INPUT
 from contract.preprocess import dali_gpu_support, serialize
 from contract.spec import Input
@@ -183,10 +183,11 @@ def test_gpu_matches_cpu_on_demo_images(tmp_path, demo_jpegs):
 
 
 def test_padded_batch_decodes_as_unpadded(tmp_path, large_jpegs):
-    """Clients zero-pad a request's images to the longest; the GPU decoder must ignore the padding."""
+    """Clients pack a request's images (length prefix, zero padding to the longest); the gpu pipeline
+    must decode them as the bare files."""
     gpu_pipe, cpu_pipe = _variants(tmp_path, LARGE, 16)
     encoded = large_jpegs[:10]
-    padded = pad_batch(encoded)
+    padded = pack_batch(encoded)
     assert len({len(e) for e in encoded}) > 1, "the images should differ in length, or padding is not tested"
     _, g_padded = _run(gpu_pipe, list(padded))
     _, g_plain = _run(gpu_pipe, _samples(encoded))
@@ -282,3 +283,40 @@ def test_batch_order_does_not_slow_the_max_batch(tmp_path):
     after = dali_case(dali_file, "backend", "warmup+1", 128, 1, t.dali_gpu_num_threads, jpegs, 2.0)["images_per_s"]
     print(f"\nbatch 128: fresh {fresh:,.0f} img/s, after the build's warm-up and a batch of 1 {after:,.0f} img/s")
     assert after >= 0.9 * fresh, f"batch 128 after warm-up + batch 1: {after:,.0f} img/s < 0.9 x fresh {fresh:,.0f}"
+
+
+def test_truncated_image_beside_a_larger_one_on_gpu(tmp_path, mixed_size_jpegs, demo_jpegs):
+    """Issue 23's batch-neighbour probe on the gpu target: a truncated JPEG packed beside a longer
+    valid one must fail, in the gpu pipeline itself (nvJPEG gets exactly the truncated bytes) and
+    through the local server's stand-in on a KIND_GPU instance (400 naming image 0 of 2)."""
+    from builders.triton_config import preprocess_config, write_config
+    from contract.preprocess import write_definition
+    from contract.spec import ModelSpec
+    from serving.local_server import LocalTritonServer, free_port
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    larger = max(mixed_size_jpegs, key=len)
+    truncated = demo_jpegs[0][: len(demo_jpegs[0]) * 4 // 5]
+    path = serialize(DEMO, "gpu", 8, tmp_path / "gpu.dali", hw_decoder_load=1.0)
+    with pytest.raises(RuntimeError):
+        _run(_pipe(path, 0), list(pack_batch([truncated, larger])))
+    _, alone = _run(_pipe(path, 0), _samples([larger]))            # the neighbour, bare and packed: the same
+    _, packed = _run(_pipe(path, 0), list(pack_batch([larger])))
+    np.testing.assert_allclose(alone, packed, rtol=0, atol=1e-6)
+    spec = ModelSpec(name="digits", input=DEMO, triton={"max_batch_size": 8, "preferred_batch_sizes": [8]},
+                     engine={"opt_batch": 8})
+    model_dir = tmp_path / "gpu" / layout.preprocess_model("digits")
+    write_config(preprocess_config(spec, "gpu"), model_dir)
+    write_definition(DEMO, "gpu", model_dir / "1" / layout.DALI_DEFINITION, 8, hw_decoder_load=1.0)
+    with LocalTritonServer(tmp_path / "gpu", http_port=free_port(), grpc_port=free_port(),
+                           metrics_port=free_port(), timeout_s=180) as server:
+        client = httpclient.InferenceServerClient(server.http_url)
+        batch = pack_batch([truncated, larger])
+        inp = httpclient.InferInput(layout.DALI_INPUT, list(batch.shape), "UINT8")
+        inp.set_data_from_numpy(batch)
+        with pytest.raises(InferenceServerException) as err:
+            client.infer(layout.preprocess_model("digits"), [inp])
+        client.close()
+    assert str(err.value.status()) == "400" and "image 0 of 2" in str(err.value), str(err.value)
+    _REPORT.append({"case": "truncated JPEG packed beside a larger one (issue 23)", "server_error": str(err.value)})

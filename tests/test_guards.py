@@ -177,7 +177,7 @@ def test_manifest_agreement_and_accuracy_are_what_the_repository_gives(built_rep
     import onnxruntime as ort
 
     from contract import layout
-    from contract.images import load_image_folder, pad_batch
+    from contract.images import load_image_folder, pack_batch
     from contract.preprocess import CpuPreprocessor
 
     name = "digits"
@@ -185,7 +185,7 @@ def test_manifest_agreement_and_accuracy_are_what_the_repository_gives(built_rep
     val = load_image_folder(built_repo / manifest["models"][name]["data"]["val"])   # relative to the manifest
     encoded, targets = val.encoded(), np.asarray(val.targets)
     pre = CpuPreprocessor(cpu / layout.preprocess_model(name) / "1" / layout.DALI_DEFINITION)
-    x = np.concatenate([pre(list(pad_batch(encoded[i: i + 32]))) for i in range(0, len(encoded), 32)])
+    x = np.concatenate([pre(list(pack_batch(encoded[i: i + 32]))) for i in range(0, len(encoded), 32)])
     top1 = {}
     for precision in manifest["models"][name]["precisions"]:
         sess = ort.InferenceSession(str(cpu / layout.engine_model(name, precision) / "1" / "model.onnx"),

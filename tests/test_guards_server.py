@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 from contract.preprocess import CpuPreprocessor
 from serving.local_server import LocalTritonServer, free_port
 
@@ -247,7 +247,7 @@ def test_network_warmup_tensor_is_the_preprocessed_image(repo_root, name):
     cpu = repo_root / "cpu"
     pre = cpu / layout.preprocess_model(name)
     image = (pre / "warmup" / "image.jpg").read_bytes()
-    expected = CpuPreprocessor(pre / "1" / layout.DALI_DEFINITION)(list(pad_batch([image])))[0]
+    expected = CpuPreprocessor(pre / "1" / layout.DALI_DEFINITION)(list(pack_batch([image])))[0]
     for infer in sorted(cpu.glob(f"{name}_*_infer")):
         tensor = np.fromfile(infer / "warmup" / "input.fp32", dtype=np.float32).reshape(expected.shape)
         assert np.abs(tensor).max() > 0.5, f"{infer.name}: warm-up tensor is (near) zero"

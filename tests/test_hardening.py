@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from contract import layout
+from contract.images import pack_batch
 from serving import hardening
 from serving.local_server import LocalTritonServer, free_port
 
@@ -59,13 +60,10 @@ def test_server_runs_with_64_mib_stack(server):
 
 
 def test_http_request_over_5_mb_is_served_and_server_survives(server, jpegs):
-    # 64 JPEGs zero-padded to 90 kB each (decoders stop at the end marker): a 5.9 MB HTTP body,
-    # above the ~4 MB that crashed 2.51 with the default 8 MiB stack (Triton server#5840).
-    width = 90_000
-    batch = np.zeros((64, width), dtype=np.uint8)
-    for i in range(64):
-        data = np.frombuffer(jpegs[i % len(jpegs)], dtype=np.uint8)
-        batch[i, :len(data)] = data
+    # 64 packed JPEGs zero-padded to 90 kB each (the pipeline trims each to its length): a 5.9 MB
+    # HTTP body, above the ~4 MB that crashed 2.51 with the default 8 MiB stack (Triton server#5840).
+    packed = pack_batch([jpegs[i % len(jpegs)] for i in range(64)])
+    batch = np.pad(packed, ((0, 0), (0, 90_000 - packed.shape[1])))
     assert batch.nbytes > 5_000_000
     client = httpclient.InferenceServerClient(server.http_url, network_timeout=120.0)
     inp = httpclient.InferInput(layout.ENSEMBLE_INPUT, list(batch.shape), "UINT8")
@@ -97,6 +95,21 @@ def test_restricted_apis_need_the_key(server):
     assert grpcclient.InferenceServerClient(server.grpc_url).get_model_repository_index(headers=grpc_key)
     with pytest.raises(InferenceServerException, match="restricted"):
         plain.get_model_repository_index(headers={hardening.API_KEY_HEADER: "wrong"})
+
+
+def test_key_is_readable_from_the_process_list_as_the_docs_say(server):
+    """docs/hardening.md and `tik-serve --help` state the trust boundary: tritonserver 2.51 takes the
+    key only on its command line, which every local user can read. If the key ever leaves the
+    command line, this fails and the docs must change with it."""
+    from serving.local_server import _parser
+
+    cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
+    seen = [a.decode().rsplit("=", 1)[1] for a in cmdline if a.startswith(b"--http-restricted-api=")]
+    assert seen == [server.api_key]
+    plain = httpclient.InferenceServerClient(server.http_url)
+    assert plain.get_model_repository_index(headers={hardening.API_KEY_HEADER: seen[0]})
+    assert "every local user" in _parser().epilog
+    assert "any local user can read the key" in (Path(__file__).parents[1] / "docs/hardening.md").read_text()
 
 
 def test_open_apis_is_an_explicit_choice(tmp_path):

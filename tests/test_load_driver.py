@@ -8,7 +8,7 @@ import pytest
 
 from clients import stats
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 
 
 # --- statistics -----------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def test_driver_request_count_equals_the_servers(served, protocol):
     server, model, encoded = served
     url = server.http_url if protocol == "http" else server.grpc_url
     batch, concurrency = 4, 2
-    batches = [pad_batch(encoded[i:i + batch]) for i in range(0, len(encoded), batch)]
+    batches = [pack_batch(encoded[i:i + batch]) for i in range(0, len(encoded), batch)]
     with TritonClient(server.http_url, "http") as stats_client:
         before = stats_client.statistics(model)
         loop = ClosedLoop(triton_requests(url, protocol, model), batches, concurrency)
@@ -101,19 +101,19 @@ def test_driver_reports_a_failing_model_before_counting(served):
 
     server, model, encoded = served
     loop = ClosedLoop(triton_requests(server.http_url, "http", model + "_nope", timeout_s=10, retries=0),
-                      [pad_batch(encoded[:2])], 2)
+                      [pack_batch(encoded[:2])], 2)
     with pytest.raises(LoadError, match="has no model") as info:
         loop.run(seconds=0.5)
     assert len(info.value.errors) == 2 and loop.sent == 0
 
 
 def test_request_pool_cycles_through_every_image():
-    from contract.images import request_pool
+    from contract.images import PREFIX_BYTES, request_pool, unpack_row
 
     encoded = [bytes([0xFF, 0xD8, i]) for i in range(5)]
     pool = request_pool(encoded, 2)
-    assert [p.shape for p in pool] == [(2, 3)] * 3
-    assert [bytes(row) for p in pool for row in p] == [encoded[i % 5] for i in range(6)]
-    assert len(request_pool(encoded[:1], 4)) == 1 and request_pool(encoded[:1], 4)[0].shape == (4, 3)
+    assert [p.shape for p in pool] == [(2, PREFIX_BYTES + 3)] * 3
+    assert [unpack_row(row) for p in pool for row in p] == [encoded[i % 5] for i in range(6)]
+    assert len(request_pool(encoded[:1], 4)) == 1 and request_pool(encoded[:1], 4)[0].shape == (4, PREFIX_BYTES + 3)
     with pytest.raises(ValueError):
         request_pool(encoded, 0)

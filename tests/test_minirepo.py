@@ -12,7 +12,7 @@ import pytest
 
 from builders import triton_config
 from contract import layout
-from contract.images import load_image_folder, pad_batch
+from contract.images import load_image_folder, pack_batch
 from contract.manifest import FORMAT_VERSION, load_manifest
 from contract.spec import SpecError, parse_spec
 from serving import minirepo
@@ -54,7 +54,7 @@ def test_its_models_classify_the_bundled_images_better_than_chance(tiny):
     images = load_image_folder(load_manifest(tiny).model("digits").val)
     encoded = images.encoded()
     run = InProcess(tiny / "cpu", "digits", "fp32")
-    logits = np.concatenate([run(list(pad_batch(encoded[i:i + 16]))) for i in range(0, len(encoded), 16)])
+    logits = np.concatenate([run(list(pack_batch(encoded[i:i + 16]))) for i in range(0, len(encoded), 16)])
     assert logits.shape == (len(encoded), minirepo.NUM_CLASSES)
     correct = float(np.mean(logits.argmax(1) == np.array(images.targets)))
     assert correct > 0.15, f"top-1 {correct:.2f} on the bundled images: one epoch of training should beat chance (0.10)"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 from contract.preprocess import CpuPreprocessor, parity, reference_preprocess
 from contract.preprocess import reference_transform, write_definition
 from contract.spec import Input
@@ -38,7 +38,7 @@ def _dali_vs_torchvision(folder: Path, inp: Input, tmp: Path, definition=None):
     files = _files(folder)
     encoded = [f.read_bytes() for f in files]
     definition = definition or write_definition(inp, "cpu", tmp / layout.DALI_DEFINITION, 64)
-    out = CpuPreprocessor(definition)(list(pad_batch(encoded)))
+    out = CpuPreprocessor(definition)(list(pack_batch(encoded)))
     t = reference_transform(inp)
     ref = np.stack([reference_preprocess(e, inp, t) for e in encoded])
     return parity(out, ref, inp.std, [f.name for f in files])

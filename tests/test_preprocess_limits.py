@@ -20,7 +20,7 @@ from PIL import Image
 
 from builders import triton_config
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 from serving.local_server import LocalTritonServer, free_port
 
 pytestmark = pytest.mark.server
@@ -89,7 +89,7 @@ def test_bad_input_is_a_client_error_naming_image_and_reason(server, val_images,
         "request_budget": ([good] * 4, ["4 images", "max_request_pixels"]),
     }[case]
     with pytest.raises(InferenceServerException) as err:
-        _infer(server, protocol, layout.ensemble_model("digits", "fp32"), pad_batch(images))
+        _infer(server, protocol, layout.ensemble_model("digits", "fp32"), pack_batch(images))
     assert _client_error(protocol, err.value), f"{case}: status {err.value.status()}: {err.value}"
     for w in words:
         assert w in str(err.value), f"{case}: {w!r} missing from: {err.value}"
@@ -102,7 +102,7 @@ def _stub_rss(server) -> int:
 
 def test_bomb_is_rejected_before_decoding_and_good_requests_are_unaffected(server, val_images):
     model = layout.ensemble_model("digits", "fp32")
-    good = pad_batch([val_images[1][0]])
+    good = pack_batch([val_images[1][0]])
     _infer(server, "grpc", model, good)
     base = []
     for _ in range(5):
@@ -112,7 +112,7 @@ def test_bomb_is_rejected_before_decoding_and_good_requests_are_unaffected(serve
     rss_before = _stub_rss(server)
     start = time.perf_counter()
     with pytest.raises(InferenceServerException) as err:
-        _infer(server, "grpc", model, pad_batch([bomb_jpeg(), bomb_jpeg(30000, 30000)]))
+        _infer(server, "grpc", model, pack_batch([bomb_jpeg(), bomb_jpeg(30000, 30000)]))
     rejected_s = time.perf_counter() - start
     assert "max_image_pixels" in str(err.value)
     # 20000x20000 RGB would be 1.2 GB decoded; nothing of that size may appear.
@@ -127,11 +127,57 @@ def test_running_server_survives_its_repository_files_being_removed(server, copy
     """A rebuild swaps the repository folder under a running server: the stand-in keeps its
     serialized pipeline in memory, so the rebuild after a decode error still works."""
     model = layout.ensemble_model("digits", "fp32")
-    good = pad_batch([val_images[2][0]])
+    good = pack_batch([val_images[2][0]])
     expected = _infer(server, "http", model, good)
     shutil.rmtree(copy_repo / layout.preprocess_model("digits") / "1")
     bad = val_images[3][0]
     with pytest.raises(InferenceServerException):
-        _infer(server, "http", model, pad_batch([bad[: len(bad) // 2]]))   # forces a pipeline rebuild
+        _infer(server, "http", model, pack_batch([bad[: len(bad) // 2]]))   # forces a pipeline rebuild
     for _ in range(3):
         np.testing.assert_array_equal(_infer(server, "http", model, good), expected)
+
+
+@pytest.fixture(scope="module")
+def default_server(repo_root):
+    """The cpu repository as built, with the spec's default budgets."""
+    srv = LocalTritonServer(repo_root / "cpu", http_port=free_port(), grpc_port=free_port(),
+                            metrics_port=free_port(), timeout_s=180)
+    with srv:
+        yield srv
+
+
+def test_concurrent_header_bombs_cost_neither_memory_nor_latency(default_server, val_images):
+    """Issue 23's probe: three concurrent requests of 10 JPEG headers declaring 7000x7000 each (49 MP,
+    under the per-image limit; 490 MP per request, under the per-request one). Dynamic batching
+    merges them; decoding them would take ~1.5 GB and seconds. They must be refused as truncated,
+    the DALI stub must not keep growing, and a good request sent meanwhile must stay fast."""
+    model = layout.ensemble_model("digits", "fp32")
+    good = pack_batch([val_images[4][0]])
+    _infer(default_server, "grpc", model, good)
+    rss_before = _stub_rss(default_server)
+    bombs = pack_batch([bomb_jpeg(7000, 7000)] * 10)
+
+    def send_bomb(_):
+        try:
+            _infer(default_server, "grpc", model, bombs)
+        except InferenceServerException as err:
+            return err
+        return None
+
+    def timed_good():
+        t = time.perf_counter()
+        _infer(default_server, "grpc", model, good)
+        return time.perf_counter() - t
+
+    import concurrent.futures as cf
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(send_bomb, i) for i in range(3)]
+        time.sleep(0.02)
+        latency = pool.submit(timed_good).result()
+        errors = [f.result() for f in futures]
+    assert all(e is not None and _client_error("grpc", e) for e in errors), errors
+    assert all("image 0 of 10" in str(e) and "7000x7000" in str(e) and "truncated" in str(e) for e in errors), errors
+    assert latency < 0.3, f"a good request took {latency:.3f} s beside the bombs"
+    growth = _stub_rss(default_server) - rss_before
+    assert growth < 500 * 2**20, f"the stubs grew by {growth / 2**20:.0f} MB"

@@ -24,7 +24,7 @@ import pytest
 
 from builders import triton_config
 from contract import layout
-from contract.images import pad_batch
+from contract.images import pack_batch
 from contract.preprocess import CpuPreprocessor
 from serving.local_server import LocalTritonServer, free_port
 
@@ -97,7 +97,7 @@ class Local:
         return self._sessions[precision]
 
     def logits(self, precision: str, encoded: list[bytes]) -> np.ndarray:
-        batch = pad_batch(encoded)
+        batch = pack_batch(encoded)
         x = self.pre([row for row in batch])
         return self.session(precision).run([layout.ENGINE_OUTPUT], {layout.ENGINE_INPUT: x})[0]
 
@@ -171,7 +171,7 @@ def test_logits_match_in_process(server, local, repo, model_name, repo_manifest,
     model = layout.ensemble_model(model_name, precision)
     for size in (1, max_batch):
         encoded = [b for b, _ in images[:size]]
-        served = infer(server, protocol, model, pad_batch(encoded))
+        served = infer(server, protocol, model, pack_batch(encoded))
         assert_close(served, local.logits(precision, encoded), precision)
 
 
@@ -185,7 +185,7 @@ def test_concurrent_requests_get_their_own_answers(server, local, model_name, im
         picks = rng.choice(len(images), size=size, replace=False)
         jobs.append([images[i][0] for i in picks])   # byte lengths differ: ragged across requests
     with cf.ThreadPoolExecutor(8) as pool:
-        served = list(pool.map(lambda enc: infer(server, protocol, model, pad_batch(enc)), jobs))
+        served = list(pool.map(lambda enc: infer(server, protocol, model, pack_batch(enc)), jobs))
     for enc, out in zip(jobs, served):
         assert_close(out, local.logits("fp32", enc), "fp32")
 
@@ -199,16 +199,16 @@ def _truncated(jpeg: bytes) -> bytes:
 
 BAD_INPUTS = {
     # case: (make(images, max_batch) -> (model_suffix, array, dtype), words the message must contain)
-    "corrupt_bytes": (lambda imgs, mb: ("fp32", pad_batch([b"this is not an image" * 20]), "UINT8"),
+    "corrupt_bytes": (lambda imgs, mb: ("fp32", pack_batch([b"this is not an image" * 20]), "UINT8"),
                       "not an encoded image"),
-    "truncated_jpeg": (lambda imgs, mb: ("fp32", pad_batch([_truncated(imgs[0][0])]), "UINT8"),
+    "truncated_jpeg": (lambda imgs, mb: ("fp32", pack_batch([_truncated(imgs[0][0])]), "UINT8"),
                        "could not be decoded"),
     "empty_tensor": (lambda imgs, mb: ("fp32", np.zeros((1, 0), np.uint8), "UINT8"), "empty"),
     "all_padding": (lambda imgs, mb: ("fp32", np.zeros((1, 64), np.uint8), "UINT8"), "empty"),
-    "wrong_dtype": (lambda imgs, mb: ("fp32", pad_batch([imgs[0][0]]).astype(np.int32), "INT32"), "UINT8"),
-    "batch_above_max": (lambda imgs, mb: ("fp32", pad_batch([imgs[i % len(imgs)][0] for i in range(mb + 1)]),
+    "wrong_dtype": (lambda imgs, mb: ("fp32", pack_batch([imgs[0][0]]).astype(np.int32), "INT32"), "UINT8"),
+    "batch_above_max": (lambda imgs, mb: ("fp32", pack_batch([imgs[i % len(imgs)][0] for i in range(mb + 1)]),
                                           "UINT8"), "batch"),
-    "unknown_model": (lambda imgs, mb: ("no_such_precision", pad_batch([imgs[0][0]]), "UINT8"), "unknown model"),
+    "unknown_model": (lambda imgs, mb: ("no_such_precision", pack_batch([imgs[0][0]]), "UINT8"), "unknown model"),
 }
 
 
@@ -221,7 +221,7 @@ def test_bad_input_fails_alone_and_server_keeps_serving(server, local, model_nam
         infer(server, protocol, layout.ensemble_model(model_name, suffix), data, dtype)
     assert words.lower() in str(err.value).lower(), f"unhelpful message: {err.value}"
     good = [images[1][0]]
-    assert_close(infer(server, protocol, layout.ensemble_model(model_name, "fp32"), pad_batch(good)),
+    assert_close(infer(server, protocol, layout.ensemble_model(model_name, "fp32"), pack_batch(good)),
                  local.logits("fp32", good), "fp32")
 
 
@@ -251,7 +251,7 @@ def test_corrupt_image_fails_only_its_own_concurrent_request(server, local, mode
     def send(enc):
         barrier.wait()
         try:
-            return infer(server, protocol, model, pad_batch(enc))
+            return infer(server, protocol, model, pack_batch(enc))
         except InferenceServerException as e:
             return e
 
@@ -272,13 +272,92 @@ def test_corrupt_image_fails_only_its_own_concurrent_request(server, local, mode
     pytest.fail("the concurrent requests never shared a batch, so the one-bad-image case was not exercised")
 
 
+# --- exact bytes per image ---------------------------------------------------------------------
+
+def _zero_padded(encoded: list[bytes]) -> np.ndarray:
+    """The old request format: bare files zero-padded to the longest (no length prefix)."""
+    out = np.zeros((len(encoded), max(map(len, encoded))), np.uint8)
+    for i, e in enumerate(encoded):
+        out[i, : len(e)] = np.frombuffer(e, np.uint8)
+    return out
+
+
+def _neighbour_probe(images, definition: Path) -> tuple[bytes, bytes]:
+    """(a truncated JPEG, a longer valid one) such that the truncated one fails alone but decodes
+    beside its neighbour in the old padded format: the issue's batch-neighbour probe, found by
+    cutting small images."""
+    by_size = sorted((img for img, _ in images), key=len)
+    larger = by_size[-1]
+    for image in by_size[:10]:
+        for keep in (0.95, 0.9, 0.85, 0.8, 0.75, 0.7):
+            cut = image[: int(len(image) * keep)]
+            try:
+                CpuPreprocessor(definition)(list(_zero_padded([cut, larger])))
+            except RuntimeError:
+                continue
+            try:
+                CpuPreprocessor(definition)([np.frombuffer(cut, np.uint8)])
+            except RuntimeError:
+                return cut, larger      # fails alone, decodes beside padding
+
+    pytest.fail("no cut of the small images fails alone and decodes beside zero padding; the probe needs "
+                "another image set")
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_truncated_image_fails_whatever_its_neighbour(repo, model_name, server, images, protocol):
+    truncated, larger = _neighbour_probe(images, repo / layout.preprocess_model(model_name) / "1" / layout.DALI_DEFINITION)
+    with pytest.raises(InferenceServerException) as err:
+        infer(server, protocol, layout.ensemble_model(model_name, "fp32"), pack_batch([truncated, larger]))
+    assert "image 0 of 2" in str(err.value) and "could not be decoded" in str(err.value), str(err.value)
+    assert str(err.value.status()) in ("400", "StatusCode.INVALID_ARGUMENT"), err.value.status()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_one_bare_file_is_a_request(server, local, model_name, images, protocol):
+    """What generic Triton clients and the dali_backend examples send: one file, no prefix."""
+    image = images[3][0]
+    served = infer(server, protocol, layout.ensemble_model(model_name, "fp32"), np.frombuffer(image, np.uint8)[None])
+    assert_close(served, local.logits("fp32", [image]), "fp32")
+
+
+AMBIGUOUS = {
+    "bare_rows": (lambda a, b: _zero_padded([a, b]), "image 0 of 2 in input"),
+    "length_past_row": (lambda a, b: _overlong(pack_batch([a, b])), "declares"),
+}
+
+
+def _overlong(packed: np.ndarray) -> np.ndarray:
+    packed[1, 4:8] = np.frombuffer((packed.shape[1]).to_bytes(4, "little"), np.uint8)   # past the row's end
+    return packed
+
+
+@pytest.mark.parametrize("case", sorted(AMBIGUOUS))
+def test_multi_image_request_that_cannot_be_read_gets_400(server, model_name, images, case):
+    make, words = AMBIGUOUS[case]
+    with pytest.raises(InferenceServerException) as err:
+        infer(server, "http", layout.ensemble_model(model_name, "fp32"), make(images[0][0], images[1][0]))
+    assert words in str(err.value) and "pack_batch" in str(err.value), str(err.value)
+    assert str(err.value.status()) == "400", err.value.status()
+
+
+def test_length_prefix_is_spelled_alike_everywhere():
+    """contract/images.py, the generated dali.py and the stand-in must agree on the prefix bytes."""
+    from contract import dali_pipeline, images as images_mod
+
+    stand_in = (Path(__file__).parents[1] / "serving/backends/dali/model.py").read_text()
+    assert (dali_pipeline.LENGTH_MARKER, dali_pipeline.PREFIX_BYTES) == (images_mod.LENGTH_MARKER,
+                                                                         images_mod.PREFIX_BYTES)
+    assert f'_LENGTH_MARKER = np.frombuffer(b"{images_mod.LENGTH_MARKER.decode()}"' in stand_in
+    assert f"_PREFIX_BYTES = {images_mod.PREFIX_BYTES}\n" in stand_in
+
+
 # --- lifecycle ----------------------------------------------------------------------------------
 
 def test_server_stops_with_no_process_left(repo, model_name, images):
     srv = LocalTritonServer(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                             timeout_s=180)
     with srv:
-        infer(srv, "http", layout.ensemble_model(model_name, "fp32"), pad_batch([images[0][0]]))
+        infer(srv, "http", layout.ensemble_model(model_name, "fp32"), pack_batch([images[0][0]]))
         proc = psutil.Process(srv.pid)
         family = [proc] + proc.children(recursive=True)
         stubs = [p for p in family if "stub" in p.name()]

@@ -18,7 +18,9 @@ Where this stand-in goes further: one bad image fails only its own request (a DA
 otherwise takes down every request in the batch), with an INVALID_ARG error (HTTP 400, gRPC
 INVALID_ARGUMENT) that names the image and the reason; and a pixel budget (config parameters
 `max_image_pixels`, `max_request_pixels`) is checked from the image headers before anything is
-decoded, so a small file that declares a huge image costs nothing.
+decoded, so a small file that declares a huge image costs nothing; max_request_pixels also bounds
+each pipeline run, whatever dynamic batching merged, and a JPEG too short for the size it declares
+is refused as truncated.
 
 This file is copied into the backend folder the launcher owns; it imports nothing from the
 project, since the python backend stub loads it outside the project's import path.
@@ -50,7 +52,6 @@ _SIGNATURES = (
     (b"\xffO\xffQ", "JPEG 2000"),
     (b"P1", "PNM"), (b"P2", "PNM"), (b"P3", "PNM"), (b"P4", "PNM"), (b"P5", "PNM"), (b"P6", "PNM"),
 )
-_JPEG_SOI = np.frombuffer(b"\xff\xd8\xff", dtype=np.uint8)
 # The executor dali_backend builds every pipeline with (its src/dali_executor/dali_pipeline.h,
 # DaliPipeline::CreatePipeline: daliCreatePipeline(..., separated_execution=0, prefetch_queue_depth=1,
 # ...), which DALI's c_api.cc runs on the pipelined, asynchronous executor). Pipeline.deserialize()
@@ -61,6 +62,13 @@ _JPEG_SOI = np.frombuffer(b"\xff\xd8\xff", dtype=np.uint8)
 _BACKEND_EXECUTOR = {"exec_pipelined": True, "exec_async": True, "prefetch_queue_depth": 1,
                      "exec_dynamic": os.environ.get("DALI_USE_EXEC2", "0").strip() not in ("", "0")}
 _SUPPORTED = "JPEG, PNG, BMP, TIFF, PNM, JPEG 2000, WebP"
+# A request row: b"LEN:" + the image's byte count (uint32, little endian) + the bytes + padding;
+# the pipeline (dali.py, exact_bytes) trims to it. The same bytes as contract/images.py.
+_LENGTH_MARKER = np.frombuffer(b"LEN:", dtype=np.uint8)
+_PREFIX_BYTES = 8
+_PACKED_HINT = ("each row must be b'LEN:' + the image's byte count (uint32, little endian) + the image's bytes, "
+                "zero-padded to the longest row (contract.images.pack_batch); only a request of one image may "
+                "send the bare file")
 
 
 class _RequestError(Exception):
@@ -104,6 +112,34 @@ def _image_format(sample: np.ndarray) -> str | None:
         if head.startswith(magic):
             return name
     return None
+
+
+def _exact(row: np.ndarray) -> np.ndarray:
+    """The image bytes of a request row, as the pipeline trims it: after the length prefix, as many
+    as it declares (checked by _exact_rows), or the whole row without one."""
+    if len(row) >= _PREFIX_BYTES and (row[:4] == _LENGTH_MARKER).all():
+        return row[_PREFIX_BYTES: _PREFIX_BYTES + int(row[4:8].view("<u4")[0])]
+    return row
+
+
+def _jpeg_min_bytes(row: np.ndarray, h: int, w: int) -> int:
+    """A floor under the bytes of a Huffman-coded JPEG of h x w pixels: every 8x8 block of the first
+    component costs at least one bit in the first scan (baseline, progressive and lossless alike),
+    and that component has at least one block per 32x32 pixels (sampling factors go up to 4).
+    A shorter file is truncated, and libjpeg would "decode" the rest as grey: a 632-byte header
+    declaring 7000x7000 costs 147 MB and 0.2 s of decoding. 0 where no floor applies (not a JPEG,
+    arithmetic coding, or no frame header found)."""
+    data, pos = row.tobytes(), 2
+    if not data.startswith(b"\xff\xd8"):
+        return 0
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker, seg = data[pos + 1], int.from_bytes(data[pos + 2: pos + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3):     # SOF0-3: Huffman coding
+            return -(-h // 32) * -(-w // 32) // 8
+        if marker in (0xDA, 0xD9) or 0xC5 <= marker <= 0xCF and marker not in (0xC8, 0xCC):
+            return 0                                # scan data, end, or an arithmetic/differential frame
+        pos += 2 + seg
+    return 0
 
 
 def _dims_match(shape, dims) -> bool:
@@ -247,9 +283,10 @@ class TritonPythonModel:
 
     # --- validation -----------------------------------------------------------------------------
 
-    def _samples(self, request) -> dict[str, list[np.ndarray]]:
-        """The request's images per input, each a 1-D uint8 array; raises _RequestError."""
-        per_input, count = {}, None
+    def _samples(self, request) -> tuple[dict[str, list[np.ndarray]], int]:
+        """(the request's images per input, each a 1-D uint8 array; the pixels they declare, 0 without
+        a budget); raises _RequestError."""
+        per_input, count, pixels = {}, None, 0
         for inp in self.inputs:
             name = inp["name"]
             tensor = pb_utils.get_input_tensor_by_name(request, name)
@@ -261,7 +298,7 @@ class TritonPythonModel:
             if arr.ndim != 2:
                 raise _RequestError(
                     f"{self.name}: input {name!r} has shape {list(arr.shape)}; expected [batch, bytes] "
-                    "(one row of zero-padded encoded bytes per image)")
+                    "(one row per image: contract.images.pack_batch)")
             n, length = arr.shape
             if n < 1 or length < 1:
                 raise _RequestError(f"{self.name}: input {name!r} is empty (shape {list(arr.shape)}); send at least one "
@@ -271,24 +308,38 @@ class TritonPythonModel:
             if count is not None and n != count:
                 raise _RequestError(f"{self.name}: inputs have different batch sizes ({count} and {n})")
             count = n
-            # Vectorized first pass (one numpy call per check, not one per image); the slow
-            # per-image path runs only to name an offending image.
-            empty = ~arr.any(axis=1)
-            if empty.any():
-                i = int(np.argmax(empty))
-                raise _RequestError(f"{self.name}: image {i} of {n} is empty (all {length} bytes are zero padding)")
-            jpeg = (arr[:, :3] == _JPEG_SOI).all(axis=1) if length >= 3 else np.zeros(n, bool)
-            for i in np.flatnonzero(~jpeg):
-                if _image_format(arr[i]) is None:
-                    head = " ".join(f"{b:02x}" for b in arr[i, :8])
+            exact = self._exact_rows(name, arr)
+            for i, row in enumerate(exact):
+                if not row.any():
+                    raise _RequestError(f"{self.name}: image {i} of {n} is empty ({len(row)} bytes, all zero)")
+                if _image_format(row) is None:
+                    head = " ".join(f"{b:02x}" for b in row[:8])
                     raise _RequestError(
                         f"{self.name}: image {i} of {n} is not an encoded image (starts with bytes {head}); "
                         f"send the file's bytes, formats: {_SUPPORTED}")
-            rows = list(arr)
             if self._peek is not None:
-                self._check_pixels(rows)
-            per_input[name] = rows
-        return per_input
+                pixels += self._check_pixels(exact)
+            per_input[name] = list(arr)     # fed as sent: the pipeline trims each row itself
+        return per_input, pixels
+
+    def _exact_rows(self, name: str, arr: np.ndarray) -> list[np.ndarray]:
+        """Each row's image bytes (`_exact`); raises _RequestError for a multi-image request with a
+        bare row (its padding would be decoded as part of the image) or a length past the row."""
+        n, length = arr.shape
+        tagged = (arr[:, :4] == _LENGTH_MARKER).all(axis=1) if length >= _PREFIX_BYTES else np.zeros(n, bool)
+        if n > 1 and not tagged.all():
+            i = int(np.argmin(tagged))
+            raise _RequestError(f"{self.name}: image {i} of {n} in input {name!r} has no length prefix, so where its "
+                                f"bytes end cannot be told from padding; {_PACKED_HINT}")
+        if tagged.any():
+            declared = arr[:, 4:8].copy().view("<u4")[:, 0].astype(np.int64)
+            over = tagged & ((declared < 1) | (declared > length - _PREFIX_BYTES))
+            if over.any():
+                i = int(np.argmax(over))
+                raise _RequestError(
+                    f"{self.name}: image {i} of {n} in input {name!r} declares {declared[i]} bytes, but its row holds "
+                    f"{length - _PREFIX_BYTES} after the length prefix; {_PACKED_HINT}")
+        return [_exact(row) for row in arr]
 
     def _peek_shapes(self, rows: list[np.ndarray]) -> list[tuple[int, int]]:
         self._peek.feed_input("encoded", rows)
@@ -296,8 +347,9 @@ class TritonPythonModel:
         dims = [np.asarray(shapes[i]) for i in range(len(rows))]     # (H, W, C) per image
         return [(int(d[0]), int(d[1])) for d in dims]
 
-    def _check_pixels(self, rows: list[np.ndarray]) -> None:
-        """The pixel budget, from the headers: raise _RequestError naming the image and the limit."""
+    def _check_pixels(self, rows: list[np.ndarray]) -> int:
+        """The pixel budget, from the headers: the request's pixels, or _RequestError naming the image
+        and the limit."""
         n = len(rows)
         try:
             sizes = self._peek_shapes(rows)
@@ -309,8 +361,8 @@ class TritonPythonModel:
                 except Exception as err:
                     self._peek = self._peek_pipeline()
                     raise _RequestError(
-                        f"{self.name}: image {i} of {n} ({_image_format(row) or 'unknown format'}, {len(row)} bytes "
-                        f"with padding) could not be decoded: its header cannot be read ({_cause(err)}); the file "
+                        f"{self.name}: image {i} of {n} ({_image_format(row) or 'unknown format'}, {len(row)} bytes) "
+                        f"could not be decoded: its header cannot be read ({_cause(err)}); the file "
                         "is truncated or damaged") from None
             raise
         total = 0
@@ -320,12 +372,19 @@ class TritonPythonModel:
                     f"{self.name}: image {i} of {n} is {w}x{h} = {h * w:,} pixels, above the limit of "
                     f"{self.max_image_pixels:,} pixels per image (config parameter max_image_pixels); nothing was "
                     "decoded. Downscale the image before sending it")
+            floor = _jpeg_min_bytes(rows[i], h, w)
+            if len(rows[i]) < floor:
+                raise _RequestError(
+                    f"{self.name}: image {i} of {n} (JPEG, {len(rows[i])} bytes) declares {w}x{h} pixels, which need "
+                    f"at least {floor:,} bytes of coded data (one bit per 32x32 pixels); the file is truncated or a "
+                    "decompression bomb, nothing was decoded")
             total += h * w
         if self.max_request_pixels and total > self.max_request_pixels:
             raise _RequestError(
                 f"{self.name}: the {n} images of this request hold {total:,} pixels together, above the limit of "
                 f"{self.max_request_pixels:,} pixels per request (config parameter max_request_pixels); nothing was "
                 "decoded. Send fewer or smaller images per request")
+        return total
 
     def _check_outputs(self, outs: list) -> str | None:
         """Why the pipeline's outputs do not fit the config (a server-side problem), or None."""
@@ -413,9 +472,9 @@ class TritonPythonModel:
             try:
                 self._run_or_rebuild(one)
             except Exception as bad:
-                kind = _image_format(next(iter(one.values()))[0]) or "unknown format"
-                return (f"{self.name}: image {i} of {n} ({kind}, {len(next(iter(one.values()))[0])} bytes with "
-                        f"padding) could not be decoded: {_cause(bad)}; the file is truncated, damaged or in an "
+                image = _exact(next(iter(one.values()))[0])
+                return (f"{self.name}: image {i} of {n} ({_image_format(image) or 'unknown format'}, {len(image)} "
+                        f"bytes) could not be decoded: {_cause(bad)}; the file is truncated, damaged or in an "
                         f"encoding the decoder does not support", True)
         return f"{self.name}: the pipeline failed on this request: {_last_lines(err)}", False
 
@@ -424,19 +483,23 @@ class TritonPythonModel:
         work = []
         for r, request in enumerate(requests):
             try:
-                work.append((r, self._samples(request)))
+                work.append((r, *self._samples(request)))
             except _RequestError as err:
                 responses[r] = _error(str(err))
 
-        # Pack whole requests into pipeline batches of at most max_batch_size images.
-        chunks, current, size = [], [], 0
-        for r, samples in work:
+        # Pack whole requests into pipeline runs of at most max_batch_size images and, since
+        # dynamic batching merges requests, at most max_request_pixels pixels: the budget bounds
+        # what one run decodes, not only what one request declares. Smallest requests first, so
+        # a small request batched with large ones is not kept waiting behind them.
+        chunks, current, size, pixels = [], [], 0, 0
+        for r, samples, p in sorted(work, key=lambda item: item[2]):
             n = len(next(iter(samples.values())))
-            if current and size + n > self.max_batch_size:
+            if current and (size + n > self.max_batch_size
+                            or self.max_request_pixels and pixels + p > self.max_request_pixels):
                 chunks.append(current)
-                current, size = [], 0
+                current, size, pixels = [], 0, 0
             current.append((r, samples))
-            size += n
+            size, pixels = size + n, pixels + p
         if current:
             chunks.append(current)
 
