@@ -122,6 +122,17 @@ def _exact(row: np.ndarray) -> np.ndarray:
     return row
 
 
+def _jpeg_cut_short(row: np.ndarray) -> bool:
+    """True for a JPEG with no end-of-image marker (FF D9) near its end: the file was cut short.
+    Inside entropy-coded data FF is always followed by 00 or a restart marker, so FF D9 only ends
+    an image; the window (the last 4 KiB, at most half the file) leaves room for bytes some writers
+    append after the marker and keeps out an EXIF thumbnail's own end marker near the start.
+    Needed because nvJPEG's hardware decoder fills a truncated JPEG with grey without an error
+    (measured on an H200, docs/hardening.md), while libjpeg-turbo on the cpu target fails."""
+    window = min(4096, len(row) // 2)
+    return window > 0 and row[-window:].tobytes().find(b"\xff\xd9") < 0
+
+
 def _jpeg_min_bytes(row: np.ndarray, h: int, w: int) -> int:
     """A floor under the bytes of a Huffman-coded JPEG of h x w pixels: every 8x8 block of the first
     component costs at least one bit in the first scan (baseline, progressive and lossless alike),
@@ -317,6 +328,10 @@ class TritonPythonModel:
                     raise _RequestError(
                         f"{self.name}: image {i} of {n} is not an encoded image (starts with bytes {head}); "
                         f"send the file's bytes, formats: {_SUPPORTED}")
+                if _image_format(row) == "JPEG" and _jpeg_cut_short(row):
+                    raise _RequestError(
+                        f"{self.name}: image {i} of {n} (JPEG, {len(row)} bytes) has no end-of-image marker near its "
+                        "end: the file is truncated; nothing was decoded")
             if self._peek is not None:
                 pixels += self._check_pixels(exact)
             per_input[name] = list(arr)     # fed as sent: the pipeline trims each row itself

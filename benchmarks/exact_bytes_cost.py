@@ -1,0 +1,90 @@
+"""What trimming each request row to its exact bytes (contract.dali_pipeline.exact_bytes) costs a
+DALI pipeline's CPU threads, without any decoding: header peek only, batch 128 of 640x480 JPEGs.
+
+    python benchmarks/exact_bytes_cost.py --out results/exact_bytes_cost.json
+
+Compares the same pipeline fed zero-padded rows with no trimming (the request format before
+exact bytes) against packed rows (contract.images.pack_batch) trimmed by exact_bytes. Runs on any
+machine (CPU only); the GPU figures are in docs/gpu_ensemble.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.jpegs import make_jpegs
+from contract.dali_pipeline import exact_bytes
+from contract.images import pack_batch
+
+
+def _pipeline(trim: bool, batch: int, threads: int):
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=batch, num_threads=threads, device_id=None, prefetch_queue_depth=1,
+                  exec_pipelined=True, exec_async=True)
+    def pipe():
+        enc = fn.external_source(name="IMAGE", dtype=types.UINT8, ndim=1, no_copy=True)
+        if trim:
+            enc = exact_bytes(enc)
+        return fn.peek_image_shape(enc, dtype=types.INT64)
+
+    p = pipe()
+    p.build()
+    return p
+
+
+def ms_per_batch(trim: bool, rows: list, threads: int, repeats: int) -> float:
+    pipe = _pipeline(trim, len(rows), threads)
+    for _ in range(3):
+        pipe.feed_input("IMAGE", rows)
+        pipe.run()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        pipe.feed_input("IMAGE", rows)
+        pipe.run()
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    jpegs = make_jpegs(a.batch, 640, 480)
+    longest = max(len(j) for j in jpegs)
+    padded = np.zeros((len(jpegs), longest), np.uint8)
+    for i, j in enumerate(jpegs):
+        padded[i, :len(j)] = np.frombuffer(j, np.uint8)
+    packed = pack_batch(jpegs)
+    plain, trimmed = [], []
+    for _ in range(a.rounds):
+        plain.append(ms_per_batch(False, list(padded), a.threads, a.repeats))
+        trimmed.append(ms_per_batch(True, list(packed), a.threads, a.repeats))
+    import nvidia.dali
+
+    out = {"command": "python benchmarks/exact_bytes_cost.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "machine": {"cpu_cores": os.cpu_count(), "python": platform.python_version(),
+                       "dali": nvidia.dali.__version__},
+           "batch": a.batch, "threads": a.threads,
+           "padded_ms_per_batch": float(np.median(plain)), "exact_bytes_ms_per_batch": float(np.median(trimmed)),
+           "rounds": {"padded": plain, "exact_bytes": trimmed}}
+    out["added_ms_per_batch"] = out["exact_bytes_ms_per_batch"] - out["padded_ms_per_batch"]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"batch {a.batch}: padded rows {out['padded_ms_per_batch']:.2f} ms, exact bytes "
+          f"{out['exact_bytes_ms_per_batch']:.2f} ms (+{out['added_ms_per_batch']:.2f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
