@@ -330,8 +330,8 @@ class TritonPythonModel:
                         f"send the file's bytes, formats: {_SUPPORTED}")
                 if _image_format(row) == "JPEG" and _jpeg_cut_short(row):
                     raise _RequestError(
-                        f"{self.name}: image {i} of {n} (JPEG, {len(row)} bytes) has no end-of-image marker near its "
-                        "end: the file is truncated; nothing was decoded")
+                        f"{self.name}: image {i} of {n} (JPEG, {len(row)} bytes) could not be decoded: it has no "
+                        "end-of-image marker near its end, the file is truncated; nothing was decoded")
             if self._peek is not None:
                 pixels += self._check_pixels(exact)
             per_input[name] = list(arr)     # fed as sent: the pipeline trims each row itself
