@@ -41,9 +41,27 @@ def summarize(bounds: dict, served: dict, bounds_file: str, served_file: str) ->
         "batch_order_ratio_without_warmup": bounds.get("batch_order_ratio_without_warmup"),
         "perf_analyzer_throughput_line": (served.get("perf_analyzer") or {}).get("throughput_line"),
         "logits_within_tolerance": served["logits"]["within_tolerance"],
+        "per_step_ms_per_batch": _per_step(bounds, served),
         "sources": {"bounds": bounds_file, "served": served_file},
         "commands": [bounds["command"], served.get("command")],
     }
+
+
+def _per_step(bounds: dict, served: dict) -> dict:
+    """Each step's time per batch inside the server (Triton's compute time per execution at the best
+    point) next to the same work alone (one pipeline's or one stream's share of the bounds)."""
+    best = next(p for p in served["points"]
+                if p["batch"] == served["best"]["batch"] and p["concurrency"] == served["best"]["concurrency"])
+    batch = bounds["batch"]
+    alone = {"preprocess": 1000.0 * batch * bounds["pipelines"] / bounds["dali_alone_img_s"],
+             "network": 1000.0 * batch * bounds["network_alone"]["best_streams"] / bounds["network_alone_img_s"]}
+    out = {}
+    for model, step in best["steps"].items():
+        kind = ("preprocess" if model.endswith("_preprocess") else
+                "network" if model.endswith("_infer") else None)
+        if kind:
+            out[kind] = {"model": model, "in_server": step["compute_ms_per_execution"], "alone": alone[kind]}
+    return out
 
 
 def main(argv=None) -> int:
@@ -67,6 +85,8 @@ def main(argv=None) -> int:
     print(f"{s['gpu']}: DALI alone {s['dali_alone_img_s']:,.0f}, network alone {s['network_alone_img_s']:,.0f}, "
           f"served {s['served_img_s']:,.0f} img/s -> served / min(parts) {s['served_over_min_parts']:.2f}; "
           f"batch-order ratio {s['batch_order_ratio']:.2f}")
+    for kind, step in s["per_step_ms_per_batch"].items():
+        print(f"  {kind}: {step['in_server']:.1f} ms per batch in the server, {step['alone']:.1f} ms alone")
     ok = s["served_over_min_parts"] >= SERVED_OVER_MIN_PARTS_TARGET and s["batch_order_ratio"] >= BATCH_ORDER_TARGET
     return 0 if ok else 1
 
