@@ -128,7 +128,7 @@ def _jpeg_cut_short(row: np.ndarray) -> bool:
     an image; the window (the last 4 KiB, at most half the file) leaves room for bytes some writers
     append after the marker and keeps out an EXIF thumbnail's own end marker near the start.
     Needed because nvJPEG's hardware decoder fills a truncated JPEG with grey without an error
-    (measured on an H200, docs/hardening.md), while libjpeg-turbo on the cpu target fails."""
+    (measured on an H200, docs/local_server.md), while libjpeg-turbo on the cpu target fails."""
     window = min(4096, len(row) // 2)
     return window > 0 and row[-window:].tobytes().find(b"\xff\xd9") < 0
 
