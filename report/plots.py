@@ -27,7 +27,7 @@ def _svg(fig, ax, title: str, xlabel: str, ylabel: str) -> str:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
+    if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.StringIO()
@@ -57,10 +57,9 @@ def accuracy(rows: list[dict]) -> str:
     series = {"build accuracy": [r.get("build_accuracy") for r in rows],
               "served accuracy": [r.get("served_accuracy") for r in rows],
               "served top-1 agreement": [r.get("served_top1_agreement") for r in rows]}
-    lows = [v for vs in series.values() for v in vs if v is not None]
-    svg = _bars(groups, {k: v for k, v in series.items() if any(x is not None for x in v)},
-                "accuracy and top-1 agreement with PyTorch", "fraction of validation images")
-    return svg if lows else ""
+    series = {k: v for k, v in series.items() if any(x is not None for x in v)}
+    return _bars(groups, series, "accuracy and top-1 agreement with PyTorch",
+                 "fraction of validation images") if series else ""
 
 
 def preprocessing(rows: list[dict]) -> str:

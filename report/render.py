@@ -4,6 +4,7 @@ keeps figures whole on a page (CSS media queries).
 """
 from __future__ import annotations
 
+import re
 from html import escape
 
 from report import plots
@@ -13,13 +14,16 @@ body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:1
 h1{font-size:1.5rem}h2{font-size:1.2rem;border-bottom:1px solid #ccc;margin-top:2rem}
 .meta,.src{color:#555;font-size:.85rem}.src code{word-break:break-all}
 .tbl{overflow-x:auto}table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
-td,th{border:1px solid #ddd;padding:.2rem .4rem;text-align:right}td:first-child,th:first-child{text-align:left}
+td,th{border:1px solid #ddd;padding:.2rem .4rem;text-align:left;vertical-align:top}td.n{text-align:right}
 .PASS{color:#070;font-weight:600}.FAIL{color:#b00;font-weight:600}.missing{color:#666;font-style:italic}
 figure{margin:.5rem 0}figure svg{max-width:100%;height:auto}
 @media (max-width:40rem){body{font-size:14px;padding:.5rem}td,th{padding:.1rem .2rem}}
 @media print{body{max-width:none;color:#000}.PASS,.FAIL{color:#000}figure,table{break-inside:avoid}
 h2{break-after:avoid}}
 """
+
+
+_NUMERIC = re.compile(r"[-+]?[\d.,]+(?:e[-+]?\d+)?\*?|—")
 
 
 def _num(v, fmt: str = ".4g") -> str:
@@ -36,7 +40,8 @@ def _status(s) -> str:
 def _table(head: list[str], rows: list[list[str]]) -> str:
     """`rows` hold HTML already escaped by the caller."""
     th = "".join(f"<th>{escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td class=n>{c}</td>" if _NUMERIC.fullmatch(c) else f"<td>{c}</td>"
+                                    for c in r) + "</tr>" for r in rows)
     return f'<div class="tbl"><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -101,10 +106,18 @@ def _locust(d) -> str:
     return f"<p>SLA: {_status('PASS' if d['passed'] else 'FAIL')}</p>" + t
 
 
+def _setting(c: dict) -> str:
+    """One model's serving settings in words (null = left to Triton's default)."""
+    words = {"instances": "instances", "delay_us": "queue delay µs", "preferred": "preferred batches",
+             "num_threads": "threads", "hw_decoder_load": "hw decoder load"}
+    return escape("; ".join(f"{w} {'/'.join(map(str, c[k])) if isinstance(c[k], list) else c[k]}"
+                            for k, w in words.items() if c.get(k) is not None))
+
+
 def _config_search(d) -> str:
     conf = d.get("confirmation") or {}
     med = conf.get("median_images_per_s") or {}
-    rows = [[escape(model), *(escape(str((d.get(k) or {}).get(model, {}))) for k in ("default", "winner"))]
+    rows = [[escape(model), *(_setting((d.get(k) or {}).get(model) or {}) for k in ("default", "winner"))]
             for model in sorted(d.get("winner") or {})]
     t = _table(["model", "default", "winner"], rows)
     line = (f"<p>winner {_num(med.get('winner'), '.1f')} images/s vs default {_num(med.get('default'), '.1f')} "
