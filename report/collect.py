@@ -62,8 +62,9 @@ def find_inputs(repository: Path | None, results: list[Path]) -> dict[str, tuple
     """kind -> (file, parsed JSON). A file named in `results` must be one the report knows; in a
     folder, JSON files of other kinds are passed over. When two files are of one kind, the newer wins."""
     found: dict[str, tuple[Path, Any]] = {}
+    pinned: set[str] = set()     # the repository's manifest: a manifest kept among results never replaces it
 
-    def take(path: Path, strict: bool) -> None:
+    def take(path: Path, strict: bool, pin: bool = False) -> None:
         data = _load(path)
         kind = _kind(data)
         if kind is None:
@@ -71,14 +72,18 @@ def find_inputs(repository: Path | None, results: list[Path]) -> dict[str, tuple
                 raise ReportInputError(f"{path}: not a result tik-report knows (manifest, tik-verify, tik-bench, "
                                        "tik-bench-local, Locust SLA, config search or GPU summary JSON)")
             return
-        if kind not in found or path.stat().st_mtime >= found[kind][0].stat().st_mtime:
+        if kind in pinned:
+            return
+        if pin or kind not in found or path.stat().st_mtime >= found[kind][0].stat().st_mtime:
             found[kind] = (path, data)
+            if pin:
+                pinned.add(kind)
 
     if repository is not None:
         manifest = repository / layout.MANIFEST_FILE if repository.is_dir() else repository
         if not manifest.is_file():
             raise ReportInputError(f"{repository}: no {layout.MANIFEST_FILE} (build it with tik-build)")
-        take(manifest, strict=True)
+        take(manifest, strict=True, pin=True)
     for item in results:
         if item.is_dir():
             for path in sorted(item.rglob("*.json")):
