@@ -8,6 +8,7 @@ any failed request; with --sla-max-failure-ratio above 0 the SLA is what decides
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,6 +57,10 @@ def evaluate_stats(stats, opts) -> list[Check]:
 
 
 def write_report(path: Path, checks: list[Check]) -> None:
+    """The verdict and its checks, with the command and machine (tik-report shows them beside the figures)."""
+    from clients import provenance
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"passed": all(c.passed for c in checks), "checks": [asdict(c) for c in checks]},
-                               indent=2))
+    path.write_text(json.dumps({"passed": all(c.passed for c in checks), "checks": [asdict(c) for c in checks],
+                                "command": provenance.command(Path(sys.argv[0]).name, None),
+                                "machine": provenance.machine()}, indent=2))
