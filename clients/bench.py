@@ -31,6 +31,7 @@ from pathlib import Path
 
 from clients._bench_output import preprocess_comparison, write_outputs
 from clients._bench_point import breakdown, measure_point, short as _short
+from clients import provenance
 from contract import layout
 from contract.manifest import ManifestError, load_manifest, manifest_file
 
@@ -242,7 +243,8 @@ def run(args) -> int:
         "settings": {"protocols": protocols, "backend": args.backend, "precisions": precisions, "batch_sizes": batch_sizes,
                      "concurrency": concurrencies, "window_s": window_s, "max_windows": max_windows,
                      "stability": args.stability, "thorough": args.thorough, "images": len(encoded)},
-        "sweep_seconds": sweep_s, "preprocessing": pre, "failed_points": failed})
+        "sweep_seconds": sweep_s, "preprocessing": pre, "failed_points": failed,
+        "command": getattr(args, "command", None), "machine": provenance.machine()})
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
     if failed:
         print(f"error: {len(failed)} point(s) failed (listed as FAILED above and under failed_points in "
@@ -251,7 +253,9 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(_parser().parse_args(argv))
+    args = _parser().parse_args(argv)
+    args.command = provenance.command("tik-bench", argv)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from clients import provenance
 from contract import layout
 from contract.manifest import ManifestError, ModelEntry, load_manifest
 
@@ -361,13 +362,16 @@ def run(args) -> int:
             "manifest": {"path": str(manifest_path), "created": loaded.created, "tools": tools},
             "reference": references, "tensorrt": notes,
             "thresholds": thresholds, "preprocessing": pre_rows, "results": rows,
+            "command": getattr(args, "command", None), "machine": provenance.machine(),
         }, indent=2))
         console.print(f"wrote {args.json}", highlight=False)
     return 0 if verdict == "PASS" else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(_parser().parse_args(argv))
+    args = _parser().parse_args(argv)
+    args.command = provenance.command("tik-verify", argv)
+    return run(args)
 
 
 if __name__ == "__main__":

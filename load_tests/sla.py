@@ -56,6 +56,10 @@ def evaluate_stats(stats, opts) -> list[Check]:
 
 
 def write_report(path: Path, checks: list[Check]) -> None:
+    """The verdict and its checks, with the command and machine (tik-report shows them beside the figures)."""
+    from clients import provenance
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"passed": all(c.passed for c in checks), "checks": [asdict(c) for c in checks]},
-                               indent=2))
+    path.write_text(json.dumps({"passed": all(c.passed for c in checks), "checks": [asdict(c) for c in checks],
+                                "command": provenance.command("locust", None),   # tik-locust passes these to locust
+                                "machine": provenance.machine()}, indent=2))
