@@ -137,3 +137,75 @@ def test_top_k_zero_is_empty_and_labels_fall_back_to_the_index():
     assert softmax_top_k(logits, ["x"], 0) == []
     (row,) = softmax_top_k(logits, ["x"], 2)   # fewer labels than classes
     assert [(t.label, t.index) for t in row] == [("1", 1), ("2", 2)]
+
+
+# --- edges the mutation tool found unpinned (docs/mutation.md) ---------------------------------
+
+def test_percentile_takes_both_ends_and_computes_in_double_precision():
+    assert stats.percentile([1.0, 2.0, 4.0], 100) == 4.0 and stats.percentile([1.0, 2.0, 4.0], 0) == 1.0
+    assert stats.percentile([], 50) is None
+    # float32 latencies (a numpy timer's array) are summarised in float64, not in float32
+    a = np.array([0.1, 0.7, 0.3], np.float32)
+    assert stats.percentile(a, 37) == float(np.percentile(a.astype(np.float64), 37))
+    assert stats.latency_ms(a)["avg"] == float(np.mean(a.astype(np.float64) * 1000.0))
+
+
+def test_statistics_of_a_named_model_missing_from_both_snapshots_are_empty():
+    assert stats.statistics_delta({}, {"m": {"success_count": 1}}, models=["absent"]) == {"absent": {}}
+
+
+def test_per_request_ms_divides_exactly_and_guards_zero_requests():
+    assert stats.per_request_ms({"success_count": 4, "success_ns": 20_000_000})["success"] == 5.0
+    assert stats.per_request_ms({"success_count": 0, "success_ns": 4_000_000})["success"] == 4.0
+
+
+def test_scores_stay_finite_for_large_logits_and_rows_far_apart():
+    # the shift by each row's own maximum is what keeps exp() finite (softmax is shift invariant)
+    logits = np.array([[1000.0, 999.0, 990.0], [-1000.0, -999.0, -1002.0]], dtype=np.float32)
+    for r, row in enumerate(softmax_top_k(logits, None, 3)):
+        want = reference_softmax(logits[r])
+        assert all(np.isfinite(t.score) for t in row)
+        assert [t.score for t in row] == pytest.approx([want[t.index] for t in row])
+
+
+def test_prediction_helpers():
+    from clients.results import Prediction, Top, concat_predictions
+
+    a = Prediction("m", np.zeros((1, 2), np.float32), [[Top("cat", 0.6, 1, 0.4)]], 0.25)
+    b = Prediction("m", np.ones((2, 2), np.float32), [[Top("dog", 0.7, 0, 1.0)], [Top("cat", 0.5, 1, 1.0)]], 0.5)
+    both = concat_predictions("m", [a, b])
+    assert both.model == "m" and both.latency_s == 0.75 and both.logits.shape == (3, 2)
+    assert np.array_equal(both.logits[1:], b.logits)
+    assert both.top1() == ["cat", "dog", "cat"]
+
+
+def test_model_info_from_a_config_in_either_protocols_wrapping():
+    from clients.errors import TritonClientError
+    from clients.results import config_dict, model_info_from_config
+
+    cfg = {"max_batch_size": 8, "platform": "ensemble", "input": [{"name": "IMAGE"}],
+           "output": [{"name": "LOGITS", "dims": ["1", "10"]}],
+           "ensemble_scheduling": {"step": [{"model_name": "pre"}, {"model_name": "infer"}]}}
+    assert config_dict({"config": cfg}) is cfg and config_dict(cfg) is cfg and config_dict("x") == "x"
+    info = model_info_from_config("ens", cfg)
+    assert (info.name, info.max_batch_size, info.input_name, info.output_name, info.num_classes, info.platform,
+            info.steps) == ("ens", 8, "IMAGE", "LOGITS", 10, "ensemble", ("pre", "infer"))
+    bare = model_info_from_config("b", {"backend": "dali", "input": [{"name": "x"}], "output": [{"name": "y"}]})
+    assert (bare.max_batch_size, bare.num_classes, bare.platform, bare.steps) == (0, 0, "dali", ())
+    with pytest.raises(TritonClientError, match=r"'two' has 2 inputs and 1 outputs"):
+        model_info_from_config("two", {**cfg, "input": [{"name": "a"}, {"name": "b"}]})
+
+
+def test_labels_parsed_from_a_classification_response():
+    """A real gRPC response message holding Triton's classification strings (score:index:label)."""
+    from tritonclient.grpc import InferResult, service_pb2
+    from tritonclient.utils import serialize_byte_tensor
+
+    from clients.results import ModelInfo, parse_labels
+
+    entries = [b"0.9:2:cat:tabby", b"0.1:0:dog", b"0.0:9:out-of-range", b"junk", b"0.0:x:bad"]
+    response = service_pb2.ModelInferResponse(model_name="m")
+    response.outputs.add(name="LOGITS", datatype="BYTES", shape=[1, len(entries)])
+    response.raw_output_contents.append(serialize_byte_tensor(np.array(entries, dtype=object)).item())
+    info = ModelInfo("m", 8, "IMAGE", "LOGITS", 4, "ensemble", ())
+    assert parse_labels(InferResult(response), info) == ["dog", "1", "cat:tabby", "3"]

@@ -1,0 +1,78 @@
+"""Config search's write-back on a small hand-written repository (an ensemble of two models, no
+build, no server; tests/test_config_search.py runs the whole search against a served build):
+what is written is the winner, distinguishable from the default on every knob; the backup holds
+the default, the live copy the winner; the dry-run diff shows exactly that change."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from builders import triton_config
+from contract.manifest import manifest_file
+from serving.config_search import space, writeback
+
+STEPS = ("m_pre", "m_infer")
+
+
+def _repo(tmp_path):
+    repo = tmp_path / "cpu"
+    ens = mc.ModelConfig(name="m_ens", platform="ensemble", max_batch_size=8)
+    for i, name in enumerate(STEPS):
+        ens.ensemble_scheduling.step.add(model_name=name, model_version=-1)
+        cfg = mc.ModelConfig(name=name, backend="python", max_batch_size=8)
+        cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+        cfg.dynamic_batching.max_queue_delay_microseconds = 500 + i
+        cfg.dynamic_batching.preferred_batch_size.extend([2, 4])
+        triton_config.write_config(cfg, repo / name)
+    triton_config.write_config(ens, repo / "m_ens")
+    return repo
+
+
+def _winner(start):
+    # every knob differs from the default, so a write-back of the default cannot pass for this
+    return {m: dataclasses.replace(k, instances=k.instances + 2, delay_us=k.delay_us * 10 + 7, preferred=(8,))
+            for m, k in start.items()}
+
+
+def test_write_back_writes_the_winner_and_keeps_the_default(tmp_path):
+    repo = _repo(tmp_path)
+    start = space.read_config(repo, "m_ens")
+    assert list(start) == list(STEPS)
+    winner = _winner(start)
+    out = writeback.write_back(repo, "m_ens", winner)
+    assert space.read_config(repo, "m_ens") == winner != start
+    top = repo.parent
+    for m in STEPS:
+        assert space.read_knobs(top / out["previous"] / m) == start[m]
+        assert space.read_knobs(top / out["live"] / m) == winner[m]
+    assert out["models"] == list(STEPS) and out["target"] == "cpu" and out["ensemble"] == "m_ens"
+    assert out["previous"].startswith(f"{writeback.BACKUP_DIR}/cpu-") and out["previous"].endswith("/previous")
+    assert out["live"] == out["previous"][: -len("previous")] + "live"
+    assert out["folder"] == str(top) and out["manifest"] is None   # no manifest beside this repository
+    assert not manifest_file(top).exists()
+    # the backup lives beside the target, never inside it (Triton would take it for a model)
+    assert sorted(p.name for p in repo.iterdir()) == sorted([*STEPS, "m_ens"])
+    assert json.loads(json.dumps(space.config_json(winner)))["m_infer"]["delay_us"] == 5017
+
+
+def test_a_second_write_back_in_the_same_second_is_refused(tmp_path):
+    repo = _repo(tmp_path)
+    start = space.read_config(repo, "m_ens")
+    writeback.write_back(repo, "m_ens", _winner(start))
+    with pytest.raises(FileExistsError, match="exists already"):
+        writeback.write_back(repo, "m_ens", start)
+
+
+def test_diff_shows_the_winner_and_changes_nothing(tmp_path):
+    repo = _repo(tmp_path)
+    start = space.read_config(repo, "m_ens")
+    before = {m: (repo / m / "config.pbtxt").read_text() for m in STEPS}
+    text = writeback.diff(repo, _winner(start))
+    assert {m: (repo / m / "config.pbtxt").read_text() for m in STEPS} == before   # dry run: nothing written
+    assert "--- a/m_pre/config.pbtxt" in text and "+++ b/m_infer/config.pbtxt" in text
+    assert "-  max_queue_delay_microseconds: 501" in text and "+  max_queue_delay_microseconds: 5017" in text
+    assert "+  count: 3" in text
+    assert writeback.diff(repo, start).startswith("(no change: the winner is the configuration already")
