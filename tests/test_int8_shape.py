@@ -70,3 +70,56 @@ def test_conv_weights_are_quantized_per_output_channel(tiny_fp32, tmp_path, runt
                        if n.op_type == "QuantizeLinear" and len(n.input) > 2]
     want = np.uint8 if runtime == "onnxruntime" else np.int8
     assert act_zero_points and all(z.dtype == want for z in act_zero_points)
+
+
+def _zero_points(model: onnx.ModelProto, op: str) -> list[np.ndarray]:
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [inits[n.input[2]] for n in model.graph.node if n.op_type == op and len(n.input) > 2 and n.input[2] in inits]
+
+
+def test_each_targets_zero_points_biases_and_weight_range(tiny_fp32, tmp_path):
+    """tensorrt: every zero point 0 (symmetric), biases left in float, full 8-bit weights;
+    onnxruntime: weights symmetric, some activation zero point off 0 (asymmetric uint8)."""
+    fp32, x = tiny_fp32
+    calib = Calibration(method="max")
+    trt, cache, reused = to_int8(fp32, tmp_path / "trt.onnx", x, calib, tmp_path / "cache", runtime="tensorrt",
+                                 reduce_range=True)   # ignored for tensorrt
+    assert not reused and cache.is_file() and cache.parent == tmp_path / "cache"
+    model = onnx.load(str(trt))
+    assert all(np.all(z == 0) and z.dtype == np.int8 for z in _zero_points(model, "DequantizeLinear"))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert not [n for n in model.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) is not None
+                and inits[n.input[0]].dtype == np.int32], "biases quantized to int32: TensorRT takes float biases"
+    weights = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"
+               and n.input[0] in inits and inits[n.input[0]].ndim == 4]
+    assert weights and max(int(np.abs(w).max()) for w in weights) == 127   # 8-bit, not reduce_range's 7
+    ort, _, reused = to_int8(fp32, tmp_path / "ort.onnx", x, Calibration(method="max"), tmp_path / "cache2",
+                             runtime="onnxruntime", reduce_range=True)
+    model = onnx.load(str(ort))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                 and inits[n.input[0]].ndim == 4]
+    assert weight_dq and all(np.all(inits[n.input[2]] == 0) for n in weight_dq)          # symmetric weights
+    assert max(int(np.abs(inits[n.input[0]]).max()) for n in weight_dq) <= 64             # reduce_range: 7 bits
+    assert any(np.any(z != 0) for z in _zero_points(model, "QuantizeLinear"))             # asymmetric activations
+
+
+def test_calibration_is_reused_and_qoperator_is_available(tiny_fp32, tmp_path):
+    fp32, x = tiny_fp32
+    calib = Calibration(method="max")
+    qdq, _, reused = to_int8(fp32, tmp_path / "a.onnx", x, calib, tmp_path / "cache", runtime="onnxruntime")
+    assert not reused and "QLinearConv" not in {n.op_type for n in onnx.load(str(qdq)).graph.node}
+    out, _, reused = to_int8(fp32, tmp_path / "b.onnx", x, calib, tmp_path / "cache", runtime="onnxruntime",
+                             quant_format="qoperator")
+    assert reused
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "QLinearConv" in ops
+
+
+@pytest.mark.parametrize("kwargs,words", [({"runtime": "openvino"}, "int8 runtime 'openvino' is not one of"),
+                                          ({"quant_format": "qlinear"}, "int8 quant_format 'qlinear' is not")])
+def test_unknown_runtime_or_format_is_refused(tiny_fp32, tmp_path, kwargs, words):
+    fp32, x = tiny_fp32
+    with pytest.raises(ValueError, match=words):
+        to_int8(fp32, tmp_path / "x.onnx", x, Calibration(method="max"), tmp_path / "cache", **kwargs)
+    assert not (tmp_path / "x.onnx").exists()
