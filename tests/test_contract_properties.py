@@ -87,3 +87,35 @@ def test_request_pool_covers_every_image_in_requests_of_batch_size(encoded, batc
 def test_request_pool_refuses_a_batch_size_below_one():
     with pytest.raises(ValueError, match="batch_size"):
         images.request_pool([b"x"], 0)
+
+
+def test_image_folder_reads_classes_in_sorted_order(tmp_path):
+    for label, names in {"b": ["2.JPG", "1.png", "notes.txt"], "a": ["z.jpeg", "y.bmp"], "c": []}.items():
+        (tmp_path / label).mkdir()
+        for n in names:
+            (tmp_path / label / n).write_bytes(f"{label}/{n}".encode())
+    (tmp_path / "stray.jpg").write_bytes(b"not in a class folder")
+    s = images.load_image_folder(tmp_path)
+    assert s.root == tmp_path and s.classes == ("a", "b", "c")
+    assert [f"{p.parent.name}/{p.name}" for p in s.files] == ["a/y.bmp", "a/z.jpeg", "b/1.png", "b/2.JPG"]
+    assert s.targets == (0, 0, 1, 1) and len(s) == 4
+    assert s.encoded() == [b"a/y.bmp", b"a/z.jpeg", b"b/1.png", b"b/2.JPG"] and s.encoded(1) == [b"a/y.bmp"]
+
+
+def test_image_folder_errors_name_the_folder_and_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"image folder {tmp_path / 'missing'} does not exist"):
+        images.load_image_folder(tmp_path / "missing")
+    with pytest.raises(ValueError, match=r"has no class sub-folders \(expected <root>/<label>/<image>\)"):
+        images.load_image_folder(tmp_path)
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "a.gif").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"holds no images \(\.bmp, \.jpeg, \.jpg, \.png\)"):
+        images.load_image_folder(tmp_path)
+
+
+def test_pack_refuses_an_image_over_the_int32_bound():
+    class Huge(bytes):   # a real bytes object whose length says 2**31 (no 2 GiB allocation)
+        def __len__(self):
+            return images.MAX_IMAGE_BYTES + 1
+    with pytest.raises(ValueError, match=r"image 1 has 2147483648 bytes; an image has 1 to 2147483647 bytes"):
+        images.pack_batch([b"ok", Huge(b"x")])

@@ -192,6 +192,12 @@ def test_model_info_from_a_config_in_either_protocols_wrapping():
             info.steps) == ("ens", 8, "IMAGE", "LOGITS", 10, "ensemble", ("pre", "infer"))
     bare = model_info_from_config("b", {"backend": "dali", "input": [{"name": "x"}], "output": [{"name": "y"}]})
     assert (bare.max_batch_size, bare.num_classes, bare.platform, bare.steps) == (0, 0, "dali", ())
+    # dims' last entry is the class count; a step without a name keeps an empty one
+    deep = model_info_from_config("d", {**cfg, "output": [{"name": "y", "dims": [2, 5, 10]}], "platform": "",
+                                        "ensemble_scheduling": {"step": [{}, {"model_name": "infer"}]}})
+    assert (deep.num_classes, deep.steps, deep.platform) == (10, ("", "infer"), "")
+    with pytest.raises(TritonClientError, match=r"'none' has 0 inputs and 0 outputs"):
+        model_info_from_config("none", {})
     with pytest.raises(TritonClientError, match=r"'two' has 2 inputs and 1 outputs"):
         model_info_from_config("two", {**cfg, "input": [{"name": "a"}, {"name": "b"}]})
 
@@ -203,7 +209,7 @@ def test_labels_parsed_from_a_classification_response():
 
     from clients.results import ModelInfo, parse_labels
 
-    entries = [b"0.9:2:cat:tabby", b"0.1:0:dog", b"0.0:9:out-of-range", b"junk", b"0.0:x:bad"]
+    entries = [b"0.9:2:cat:tabby", b"0.1:0:dog", b"0.0:9:out-of-range", b"0.0:4:just-past", b"junk", b"0.0:x:bad"]
     response = service_pb2.ModelInferResponse(model_name="m")
     response.outputs.add(name="LOGITS", datatype="BYTES", shape=[1, len(entries)])
     response.raw_output_contents.append(serialize_byte_tensor(np.array(entries, dtype=object)).item())

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from builders import triton_config
-from contract.manifest import manifest_file
+from contract import layout
+from contract.manifest import load_manifest, manifest_file, write_manifest
 from serving.config_search import space, writeback
 
 STEPS = ("m_pre", "m_infer")
 
 
-def _repo(tmp_path):
+def _repo(tmp_path, dali: bool = False):
+    """m_ens -> m_pre -> m_infer; with dali, m_pre has a DALI definition file (1/dali.py) too."""
     repo = tmp_path / "cpu"
     ens = mc.ModelConfig(name="m_ens", platform="ensemble", max_batch_size=8)
     for i, name in enumerate(STEPS):
@@ -28,6 +32,9 @@ def _repo(tmp_path):
         cfg.dynamic_batching.preferred_batch_size.extend([2, 4])
         triton_config.write_config(cfg, repo / name)
     triton_config.write_config(ens, repo / "m_ens")
+    if dali:
+        (repo / "m_pre" / "1").mkdir()
+        (repo / "m_pre" / "1" / layout.DALI_DEFINITION).write_text("# the pipeline definition\n")
     return repo
 
 
@@ -76,3 +83,32 @@ def test_diff_shows_the_winner_and_changes_nothing(tmp_path):
     assert "-  max_queue_delay_microseconds: 501" in text and "+  max_queue_delay_microseconds: 5017" in text
     assert "+  count: 3" in text
     assert writeback.diff(repo, start).startswith("(no change: the winner is the configuration already")
+
+
+def test_write_back_keeps_the_dali_definition_and_records_the_manifest(tmp_path):
+    repo = _repo(tmp_path, dali=True)
+    write_manifest(tmp_path, {"format_version": 2, "models": {}})
+    start = space.read_config(repo, "m_ens")
+    out = writeback.write_back(repo, "m_ens", _winner(start))
+    for which in ("previous", "live"):
+        assert (tmp_path / out[which] / "m_pre" / "1" / layout.DALI_DEFINITION).read_text() == "# the pipeline definition\n"
+        assert not (tmp_path / out[which] / "m_infer" / "1").exists()
+    assert out["manifest"] == "manifest.json"
+    live = load_manifest(tmp_path).live_configs["cpu"]
+    assert (live.live, live.previous, live.ensemble, tuple(live.models)) == (out["live"], out["previous"], "m_ens", STEPS)
+    # the folder is stamped with the UTC second: cpu-YYYYmmddTHHMMSSZ, and the record says when
+    stamp = out["previous"].split("/")[1]
+    assert re.fullmatch(r"cpu-\d{8}T\d{6}Z", stamp), stamp
+    written = datetime.fromisoformat(out["written"])
+    assert written.utcoffset() == timedelta(0) and abs(datetime.now(timezone.utc) - written) < timedelta(seconds=60)
+    assert written.strftime("%Y%m%dT%H%M%SZ") >= stamp[4:]
+
+
+def test_diff_of_a_dali_model_covers_its_definition(tmp_path):
+    repo = _repo(tmp_path, dali=True)
+    start = space.read_config(repo, "m_ens")
+    text = writeback.diff(repo, _winner(start))
+    files = [line for line in text.splitlines() if line.startswith(("--- ", "+++ "))]
+    assert files == ["--- a/m_pre/config.pbtxt", "+++ b/m_pre/config.pbtxt",
+                     "--- a/m_infer/config.pbtxt", "+++ b/m_infer/config.pbtxt"]   # dali.py unchanged: no hunk
+    assert text.endswith("\n") and "\n\n" not in text                          # hunks joined as they are
