@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -85,7 +86,17 @@ def test_diff_shows_the_winner_and_changes_nothing(tmp_path):
     assert writeback.diff(repo, start).startswith("(no change: the winner is the configuration already")
 
 
-def test_write_back_keeps_the_dali_definition_and_records_the_manifest(tmp_path):
+@pytest.fixture
+def local_time_off_utc(monkeypatch):
+    """The process's local time 5:30 off UTC, so a stamp taken in local time shows."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_write_back_keeps_the_dali_definition_and_records_the_manifest(tmp_path, local_time_off_utc):
     repo = _repo(tmp_path, dali=True)
     write_manifest(tmp_path, {"format_version": 2, "models": {}})
     start = space.read_config(repo, "m_ens")
