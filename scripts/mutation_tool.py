@@ -34,6 +34,7 @@ CONFIG = ROOT / "scripts" / "mutation_tool.toml"
 # Packages copied into mutmut's mutants/ folder (unmutated unless a group names them), so the tests
 # import this checkout's code and never the editable install's.
 PACKAGES = ["contract", "runners", "builders", "clients", "serving"]
+COMMAND = "PYTHONPATH=$PWD .venv/bin/python scripts/mutation_tool.py"
 KILLED, SURVIVED, NO_TESTS = {1, 3, 36, 24, -24, 152, 255}, {0}, {5, 33}
 
 
@@ -85,7 +86,6 @@ def _diff(work: Path, name: str) -> tuple[str, str]:
 
 
 def run_group(group: dict, max_children: int) -> dict:
-    equivalent = {e["mutant"]: e for e in group.get("equivalent", [])}
     with tempfile.TemporaryDirectory(prefix=f"mutmut-{group['name']}-") as tmp:
         work = Path(tmp)
         _copy_checkout(work)
@@ -104,19 +104,27 @@ def run_group(group: dict, max_children: int) -> dict:
         for name, code in sorted(codes.items()):
             status = ("killed" if code in KILLED else "survived" if code in SURVIVED else
                       "no tests" if code in NO_TESTS else "not run" if code is None else f"exit {code}")
-            if status == "survived" and name in equivalent:
-                status = "equivalent"
-            if status not in ("killed",):
+            if status != "killed":
                 old, new = _diff(work, name)
-                rows.append({"mutant": name, "status": status, "old": old, "new": new,
-                             "why": equivalent.get(name, {}).get("why", "")})
-    count = {s: sum(1 for c in codes.values() if c in KILLED) if s == "killed" else sum(1 for r in rows if r["status"] == s)
-             for s in ("killed", "survived", "equivalent", "no tests", "not run")}
-    scored = count["killed"] + count["survived"] + count["no tests"]
-    return {"name": group["name"], "modules": group["mutate"], "functions": group["functions"], "tests": group["tests"],
-            "finished": finished, "seconds": seconds, "mutants": len(codes), **{k.replace(" ", "_"): v for k, v in count.items()},
-            "score": round(count["killed"] / scored, 3) if scored else None, "not_killed": rows,
-            "log_tail": "" if finished else tail}
+                rows.append({"mutant": name, "status": status, "old": old, "new": new, "why": ""})
+    result = {"name": group["name"], "modules": group["mutate"], "functions": group["functions"], "tests": group["tests"],
+              "finished": finished, "seconds": seconds, "mutants": len(codes),
+              "killed": sum(1 for c in codes.values() if c in KILLED), "not_killed": rows,
+              "log_tail": "" if finished else tail}
+    return classify(result, group)
+
+
+def classify(result: dict, group: dict) -> dict:
+    """Mark the survivors the TOML calls equivalent (as it says now) and count each status."""
+    equivalent = {e["mutant"]: e["why"] for e in group.get("equivalent", [])}
+    for r in result["not_killed"]:
+        if r["status"] in ("survived", "equivalent"):
+            r["status"], r["why"] = ("equivalent", equivalent[r["mutant"]]) if r["mutant"] in equivalent else ("survived", "")
+    for s in ("survived", "equivalent", "no tests", "not run"):
+        result[s.replace(" ", "_")] = sum(1 for r in result["not_killed"] if r["status"] == s)
+    scored = result["killed"] + result["survived"] + result["no_tests"]
+    result["score"] = round(result["killed"] / scored, 3) if scored else None
+    return result
 
 
 def markdown(report: dict) -> str:
@@ -153,17 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     for g in groups:
         print(f"mutmut: {g['name']} ({', '.join(g['mutate'])}) ...", flush=True)
         done[g["name"]] = run_group(g, args.max_children)
+        done[g["name"]]["made_by"] = f"{COMMAND} --only {g['name']} --max-children {args.max_children}"
         r = done[g["name"]]
         print(f"  {r['mutants']} mutants: {r['killed']} killed, {r['survived']} survived, {r['equivalent']} equivalent, "
               f"{r['no_tests']} no tests; score {r['score']}; {r['seconds']} s", flush=True)
-    order = [g["name"] for g in load_groups()]
-    results = [done[n] for n in order if n in done]
+    results = [classify(done[g["name"]], g) for g in load_groups() if g["name"] in done]
     killed = sum(g["killed"] for g in results)
     scored = sum(g["killed"] + g["survived"] + g["no_tests"] for g in results)
     from importlib.metadata import version
 
-    report = {"command": "PYTHONPATH=$PWD .venv/bin/python scripts/mutation_tool.py" +
-                         "".join(f" --only {n}" for n in args.only),
+    report = {"command": COMMAND,   # each group's own run: its "made_by" (one group at a time gives the same)
               "mutmut": version("mutmut"), "machine": f"{os.cpu_count()}-core {platform.machine()} CPU, shared",
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "score": round(killed / scored, 3) if scored else 0.0,
               "groups": results}

@@ -65,10 +65,13 @@ def test_a_bare_row_is_the_whole_file(data):
     assert images.unpack_row(np.frombuffer(data, dtype=np.uint8)) == data
 
 
-@pytest.mark.parametrize("bad", [[], [b""], [b"ok", b""]])
-def test_pack_refuses_an_empty_batch_or_image(bad):
-    with pytest.raises(ValueError, match="empty|has 0 bytes"):
+@pytest.mark.parametrize("bad,message", [([], "no images to pack: the batch is empty"),
+                                         ([b""], "image 0 has 0 bytes; an image has 1 to 2147483647 bytes"),
+                                         ([b"ok", b""], "image 1 has 0 bytes; an image has 1 to 2147483647 bytes")])
+def test_pack_refuses_an_empty_batch_or_image(bad, message):
+    with pytest.raises(ValueError) as err:
         images.pack_batch(bad)
+    assert str(err.value) == message
 
 
 @FAST
@@ -79,6 +82,8 @@ def test_request_pool_covers_every_image_in_requests_of_batch_size(encoded, batc
     assert all(len(req) == batch_size for req in pool)
     assert set(rows) == set(encoded)                 # every image, nothing else
     assert len(pool) == -(-max(len(encoded), batch_size) // batch_size)
+    # round robin: the rows, request after request, cycle through `encoded` in its order
+    assert rows == [encoded[k % len(encoded)] for k in range(len(rows))]
     for req in pool:                                  # different images within a request where there are enough
         got = [images.unpack_row(r) for r in req]
         assert len(set(got)) == min(batch_size, len(encoded))

@@ -74,5 +74,7 @@ def test_runs_split_where_the_pixel_budget_ends(dali):
     # dynamic batching merged three requests of 3000 pixels: 6000 fit one run, the third goes alone
     runs = dali._plan_runs([(0, 1, 3000), (1, 1, 3000), (2, 1, 3000)], 64, 6000)
     assert runs == [[0, 1], [2]]
+    # after a cut the next run starts from nothing: two more such requests fill it exactly
+    assert dali._plan_runs([(r, 1, 3000) for r in range(4)], 64, 6000) == [[0, 1], [2, 3]]
     assert dali._plan_runs([(0, 1, 3000), (1, 1, 3000), (2, 1, 3000)], 64, 0) == [[0, 1, 2]]
     assert dali._plan_runs([(0, 2, 10), (1, 2, 20), (2, 2, 5)], 4, 0) == [[2, 0], [1]]
