@@ -128,20 +128,21 @@ def classify(result: dict, group: dict) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"<!-- figures: docs/mutation_tool.json -->",
-             f"mutmut {report['mutmut']}, {report['machine']}, {report['date']}.", "",
-             "| group | modules | tests | mutants | killed | survived | equivalent | no tests | score | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["<!-- figures: docs/mutation_tool.json -->",
+             f"mutmut `{report['mutmut']}`, `{report['machine']}`, `{report['date']}`.", "",
+             "| group | modules | tests | mutants | killed | survived | equivalent | no tests | not run | score | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for g in report["groups"]:
         mods = "<br>".join(f"`{m}`" for m in g["modules"])
         tests = "<br>".join(f"`{t}`" for t in g["tests"])
         score = "-" if g["score"] is None else f"{g['score']:.3f}"
         lines.append(f"| {g['name']} | {mods} | {tests} | {g['mutants']} | {g['killed']} | {g['survived']} | "
-                     f"{g['equivalent']} | {g['no_tests']} | {score} | {g['seconds']} |")
-    lines += ["", f"Overall score {report['score']:.3f} (killed / all but the equivalent ones).", "",
+                     f"{g['equivalent']} | {g['no_tests']} | {g['not_run']} | {score} | {g['seconds']} |")
+    lines += ["", f"Overall score {report['score']:.3f} (killed / all tested but the equivalent ones; `not run`: "
+              "the group's time limit ended the run first).", "",
               "Mutants not killed:", "", "| mutant | status | replaced | by | why equivalent |", "|---|---|---|---|---|"]
     for g in report["groups"]:
-        for r in g["not_killed"]:
+        for r in (r for r in g["not_killed"] if r["status"] != "not run"):
             cell = lambda s: "`" + s.replace("|", "\\|").replace("`", "'") + "`" if s else ""  # noqa: E731
             lines.append(f"| `{r['mutant']}` | {r['status']} | {cell(r['old'])} | {cell(r['new'])} | {r['why']} |")
     lines.append("<!-- /figures -->")
@@ -154,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-children", type=int, default=2, help="mutants tested in parallel (default 2)")
     p.add_argument("--json", type=Path, default=ROOT / "docs" / "mutation_tool.json")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "mutation.md")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: rewrite the report from the JSON (after editing the equivalent mutants)")
     args = p.parse_args(argv)
-    groups = [g for g in load_groups() if not args.only or g["name"] in args.only]
+    groups = [g for g in load_groups() if not args.report_only and (not args.only or g["name"] in args.only)]
     previous = json.loads(args.json.read_text()) if args.json.is_file() else {"groups": []}
     done = {g["name"]: g for g in previous.get("groups", [])}
     for g in groups:
