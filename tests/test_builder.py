@@ -160,6 +160,11 @@ def test_cpu_target_serves_onnxruntime_int8(built_repo, demo_model, manifest):
     weights = [inits[n.input[0]] for n in model.graph.node
                if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim == 4]
     assert len(weights) > 10 and all(w.dtype == np.int8 for w in weights)
+    # per output channel, as on the gpu target: one scale per filter, on axis 0
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].ndim == 4:
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+            assert axis == 0 and inits[n.input[1]].shape == (inits[n.input[0]].shape[0],), n.name
     assert any("zero point" in p for p in check_onnx_for_tensorrt(served, "int8"))  # not TensorRT's shape
     notes = manifest["models"]["digits"]["precisions"]["int8"]["targets"]["cpu"]["notes"]
     assert "U8S8 QDQ" in notes and "reduce_range" in notes

@@ -30,6 +30,18 @@ grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 REQUEST_PIXELS = 3 * 48 * 48   # the copy's max_request_pixels: three 48x48 demo images
+# The copy's max_image_pixels: two 48x48 images' worth, so that each limit can be hit alone (an
+# image above this but under REQUEST_PIXELS; a request above REQUEST_PIXELS of images under this).
+IMAGE_PIXELS = 2 * 48 * 48
+
+
+def photo_jpeg(width: int, height: int) -> bytes:
+    """A real JPEG of width x height (a gradient), as a client would send it."""
+    xs = np.linspace(0, 255, width, dtype=np.uint8)
+    img = np.stack([np.tile(xs, (height, 1)), np.tile(xs[::-1], (height, 1)), np.full((height, width), 90, np.uint8)], -1)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
 
 
 def bomb_jpeg(width: int = 20000, height: int = 20000) -> bytes:
@@ -50,6 +62,7 @@ def copy_repo(repo_root, tmp_path_factory) -> Path:
     pre = repo / layout.preprocess_model("digits") / "config.pbtxt"
     cfg = triton_config.read_config(pre)
     cfg.parameters["max_request_pixels"].string_value = str(REQUEST_PIXELS)
+    cfg.parameters["max_image_pixels"].string_value = str(IMAGE_PIXELS)
     triton_config.write_config(cfg, pre.parent)
     return repo
 
@@ -93,6 +106,31 @@ def test_bad_input_is_a_client_error_naming_image_and_reason(server, val_images,
     assert _client_error(protocol, err.value), f"{case}: status {err.value.status()}: {err.value}"
     for w in words:
         assert w in str(err.value), f"{case}: {w!r} missing from: {err.value}"
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_each_pixel_limit_holds_alone(server, val_images, protocol):
+    """max_image_pixels < max_request_pixels here: an image above the per-image limit but under the
+    per-request one is refused for its own size; a request at the per-request limit, above the
+    per-image one in total, is served; one pixel row more than the request limit is refused."""
+    model = layout.ensemble_model("digits", "fp32")
+    good = val_images[0][0]
+    big = photo_jpeg(72, 72)          # 5184 pixels: above IMAGE_PIXELS, under REQUEST_PIXELS
+    assert IMAGE_PIXELS < 72 * 72 < REQUEST_PIXELS
+    with pytest.raises(InferenceServerException) as err:
+        _infer(server, protocol, model, pack_batch([big]))
+    assert _client_error(protocol, err.value), str(err.value)
+    for w in ["image 0 of 1", "72x72", f"{IMAGE_PIXELS:,} pixels per image", "max_image_pixels"]:
+        assert w in str(err.value), f"{w!r} missing from: {err.value}"
+    # three 48x48 images: exactly REQUEST_PIXELS, each under IMAGE_PIXELS, together above it
+    logits = _infer(server, protocol, model, pack_batch([good] * 3))
+    assert logits.shape[0] == 3 and np.isfinite(logits).all()
+    # a 48x49 image makes the request 48 pixels too many; every image is still under IMAGE_PIXELS
+    with pytest.raises(InferenceServerException) as err:
+        _infer(server, protocol, model, pack_batch([good, good, photo_jpeg(48, 49)]))
+    assert _client_error(protocol, err.value), str(err.value)
+    for w in ["3 images", f"{REQUEST_PIXELS + 48:,} pixels", "max_request_pixels"]:
+        assert w in str(err.value), f"{w!r} missing from: {err.value}"
 
 
 def _stub_rss(server) -> int:

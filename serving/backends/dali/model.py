@@ -153,6 +153,39 @@ def _jpeg_min_bytes(row: np.ndarray, h: int, w: int) -> int:
     return 0
 
 
+def _first_over_image_limit(sizes: list[tuple[int, int]], max_image_pixels: int) -> int | None:
+    """The index of the first (height, width) in `sizes` above max_image_pixels pixels (0: no
+    limit), or None when every image is within it."""
+    if max_image_pixels:
+        for i, (h, w) in enumerate(sizes):
+            if h * w > max_image_pixels:
+                return i
+    return None
+
+
+def _over_request_limit(total_pixels: int, max_request_pixels: int) -> bool:
+    """Whether a request (or a pipeline run) of total_pixels is above max_request_pixels (0: no limit)."""
+    return bool(max_request_pixels) and total_pixels > max_request_pixels
+
+
+def _plan_runs(work: list[tuple[int, int, int]], max_batch_size: int, max_request_pixels: int) -> list[list[int]]:
+    """Pipeline runs for `work`, (request index, images, pixels) per request: whole requests,
+    smallest pixel count first (a small request is not kept waiting behind large ones), each run at
+    most max_batch_size images and max_request_pixels pixels (0: no limit); a request alone is
+    always its own run (its own size was checked against both when it arrived).
+    Returns the request indices of each run, in run order."""
+    runs, current, size, pixels = [], [], 0, 0
+    for r, n, p in sorted(work, key=lambda item: item[2]):
+        if current and (size + n > max_batch_size or _over_request_limit(pixels + p, max_request_pixels)):
+            runs.append(current)
+            current, size, pixels = [], 0, 0
+        current.append(r)
+        size, pixels = size + n, pixels + p
+    if current:
+        runs.append(current)
+    return runs
+
+
 def _dims_match(shape, dims) -> bool:
     return len(shape) == len(dims) and all(d == -1 or d == s for s, d in zip(shape, dims))
 
@@ -380,9 +413,9 @@ class TritonPythonModel:
                         f"could not be decoded: its header cannot be read ({_cause(err)}); the file "
                         "is truncated or damaged") from None
             raise
-        total = 0
+        over = _first_over_image_limit(sizes, self.max_image_pixels)
         for i, (h, w) in enumerate(sizes):
-            if self.max_image_pixels and h * w > self.max_image_pixels:
+            if i == over:
                 raise _RequestError(
                     f"{self.name}: image {i} of {n} is {w}x{h} = {h * w:,} pixels, above the limit of "
                     f"{self.max_image_pixels:,} pixels per image (config parameter max_image_pixels); nothing was "
@@ -393,8 +426,8 @@ class TritonPythonModel:
                     f"{self.name}: image {i} of {n} (JPEG, {len(rows[i])} bytes) declares {w}x{h} pixels, which need "
                     f"at least {floor:,} bytes of coded data (one bit per 32x32 pixels); the file is truncated or a "
                     "decompression bomb, nothing was decoded")
-            total += h * w
-        if self.max_request_pixels and total > self.max_request_pixels:
+        total = sum(h * w for h, w in sizes)
+        if _over_request_limit(total, self.max_request_pixels):
             raise _RequestError(
                 f"{self.name}: the {n} images of this request hold {total:,} pixels together, above the limit of "
                 f"{self.max_request_pixels:,} pixels per request (config parameter max_request_pixels); nothing was "
@@ -506,17 +539,10 @@ class TritonPythonModel:
         # dynamic batching merges requests, at most max_request_pixels pixels: the budget bounds
         # what one run decodes, not only what one request declares. Smallest requests first, so
         # a small request batched with large ones is not kept waiting behind them.
-        chunks, current, size, pixels = [], [], 0, 0
-        for r, samples, p in sorted(work, key=lambda item: item[2]):
-            n = len(next(iter(samples.values())))
-            if current and (size + n > self.max_batch_size
-                            or self.max_request_pixels and pixels + p > self.max_request_pixels):
-                chunks.append(current)
-                current, size, pixels = [], 0, 0
-            current.append((r, samples))
-            size, pixels = size + n, pixels + p
-        if current:
-            chunks.append(current)
+        samples_of = {r: samples for r, samples, _ in work}
+        sizes = [(r, len(next(iter(samples.values()))), p) for r, samples, p in work]
+        chunks = [[(r, samples_of[r]) for r in run]
+                  for run in _plan_runs(sizes, self.max_batch_size, self.max_request_pixels)]
 
         for chunk in chunks:
             batch = {inp["name"]: [s for _, samples in chunk for s in samples[inp["name"]]] for inp in self.inputs}
