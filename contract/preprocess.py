@@ -83,6 +83,9 @@ def definition_params(inp: Input, device: str, hw_decoder_load: float = 0.65) ->
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     params = {"device": device, "resize": int(inp.resize), "crop": int(inp.crop),
               "mean": [float(m) for m in inp.mean], "std": [float(s) for s in inp.std], "mode": inp.resize_mode}
+    if inp.interpolation != "bilinear":
+        # Only when it differs from the graph's default: definitions of bilinear models stay as they were.
+        params["interpolation"] = inp.interpolation
     if device == "gpu":
         params["hw_decoder_load"] = float(hw_decoder_load)
     return params
@@ -238,13 +241,15 @@ def reference_transform(inp: Input):
     import torchvision.transforms as T
 
     size = inp.resize if inp.resize_mode == "shorter" else (inp.resize, inp.resize)
-    return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+    mode = T.InterpolationMode.BICUBIC if inp.interpolation == "bicubic" else T.InterpolationMode.BILINEAR
+    return T.Compose([T.Resize(size, interpolation=mode, antialias=True),
                       T.CenterCrop(inp.crop), T.ToTensor(), T.Normalize(list(inp.mean), list(inp.std))])
 
 
 def describe_transform(inp: Input) -> str:
     """The reference transform in torchvision's words, for reports and manifests."""
-    resize = f"Resize({inp.resize})" if inp.resize_mode == "shorter" else f"Resize(({inp.resize}, {inp.resize}))"
+    size = f"{inp.resize}" if inp.resize_mode == "shorter" else f"({inp.resize}, {inp.resize})"
+    resize = f"Resize({size})" if inp.interpolation == "bilinear" else f"Resize({size}, {inp.interpolation})"
     return (f"torchvision {resize}, CenterCrop({inp.crop}), ToTensor(), Normalize(mean={list(inp.mean)}, "
             f"std={list(inp.std)}) on the PIL RGB image")
 
