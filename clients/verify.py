@@ -135,24 +135,33 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Reference:
-    """The user's PyTorch model and transform for one manifest entry."""
+    """The user's PyTorch model and its own transform for one manifest entry (builders.families)."""
 
     def __init__(self, model: ModelEntry):
-        from builders.models import load_checkpoint
+        from builders.families import load_model
+        from contract.spec import Source
 
         if model.checkpoint is None:
             raise SystemExit(f"error: the manifest has no PyTorch checkpoint for {model.name!r} (source: "
                              f"{model.source.get('kind')}); nothing to verify against")
-        self.arch = model.arch
+        src = model.source
+        kind = src.get("kind", "torchvision")
+        root = model.source_root
+        # The repository's own copies stand in for the spec's files (the manifest names them by name only).
+        self.source = Source(kind=kind, arch=src.get("arch", "mobilenet_v3_small"), factory=src.get("factory"),
+                             root=root, checkpoint=model.checkpoint if kind != "huggingface" else None,
+                             path=model.checkpoint if kind == "huggingface" else None)
+        self.arch = src.get("factory") or src.get("arch") if kind != "huggingface" else "Hugging Face model"
         self.checkpoint = model.checkpoint_name
-        self.model = load_checkpoint(self.arch, model.checkpoint, model.num_classes)
+        self.model = load_model(self.source, model.checkpoint, model.num_classes)
         self.input = model.input_spec()
+        self.record = (model.record.get("preprocessing") or {}).get("reference_transform") or {"family": "torchvision"}
 
     def transform(self, encoded: list[bytes]) -> np.ndarray:
-        from contract.preprocess import reference_preprocess, reference_transform
+        from builders.families import reference_preprocess_all
 
-        t = reference_transform(self.input)
-        return np.stack([reference_preprocess(e, self.input, t) for e in encoded])
+        hf = self.source.path if self.source.kind == "huggingface" else None
+        return reference_preprocess_all(encoded, self.record, self.input, hf)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         from runners.compare import run_batches
@@ -162,9 +171,9 @@ class _Reference:
             return run_batches(runner, layout.ENGINE_INPUT, x, layout.ENGINE_OUTPUT, batch=128)
 
     def describe(self) -> str:
-        from contract.preprocess import describe_transform
+        from builders.families import describe_reference
 
-        return f"PyTorch {self.arch} ({self.checkpoint}) on {describe_transform(self.input)}"
+        return f"PyTorch {self.arch} ({self.checkpoint}) on {describe_reference(self.record, self.input)}"
 
 
 def _served_preprocessing(client, name: str, padded: np.ndarray, batch: int) -> tuple[np.ndarray, str]:

@@ -95,7 +95,10 @@ class Input(_Strict):
 
     @model_validator(mode="after")
     def _crop_fits(self) -> "Input":
-        if self.crop > self.resize:
+        # A crop written without a resize may be completed by the model's own transform (timm,
+        # huggingface): ModelSpec checks the rest.
+        completed_later = "crop" in self.model_fields_set and "resize" not in self.model_fields_set
+        if self.crop > self.resize and not completed_later:
             raise ValueError(f"input.crop = {self.crop} is larger than input.resize = {self.resize}; "
                              "allowed: crop <= resize")
         return self
@@ -270,6 +273,9 @@ class ModelSpec(_Strict):
         if self.torchscript and self.source.kind == "onnx" and "torchscript" in self.model_fields_set:
             raise ValueError("torchscript = true needs a PyTorch model, but source.kind = 'onnx' has none; "
                              "set torchscript = false or use a PyTorch source (torchvision, timm, module, huggingface)")
+        if self.input.crop > self.input.resize and not self.source.has_own_transform:
+            raise ValueError(f"input.crop = {self.input.crop} is larger than input.resize = {self.input.resize}; "
+                             "allowed: crop <= resize")
         mbs = self.triton.max_batch_size
         if not (self.engine.min_batch <= self.engine.opt_batch <= mbs):
             raise ValueError(f"engine.min_batch ({self.engine.min_batch}) <= engine.opt_batch "
