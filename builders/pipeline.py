@@ -143,7 +143,7 @@ def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progres
     hf_path: the save_pretrained folder whose image processor is the reference."""
     from builders.families import reference_preprocess_all
     from contract.images import pack_batch
-    from contract.preprocess import CpuPreprocessor, parity, write_definition
+    from contract.preprocess import CpuPreprocessor, parity, tolerance_for, write_definition
 
     mbs = triton.max_batch_size
     cpu = write_definition(inp, "cpu", workdir / "cpu" / layout.DALI_DEFINITION, mbs, triton.dali_num_threads)
@@ -161,7 +161,8 @@ def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progres
     dali = np.concatenate(outs)
     ref = reference_preprocess_all(encoded, reference or {"family": "torchvision"}, inp, hf_path)
     names = [str(f.relative_to(images.root)) for f in images.files]
-    result = parity(dali, ref, inp.std, names, "cpu")
+    family = (reference or {}).get("family", "torchvision")
+    result = parity(dali, ref, inp.std, names, "cpu", tolerance_for("cpu", inp.interpolation, family))
     if result.failing and inp.parity == "enforce":
         raise PreprocessParityError(
             f"DALI CPU preprocessing differs from the reference transform ({(reference or {}).get('family', 'torchvision')}) on {len(result.failing)} of "

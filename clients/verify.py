@@ -170,6 +170,11 @@ class _Reference:
         with TorchRunner(self.model) as runner:
             return run_batches(runner, layout.ENGINE_INPUT, x, layout.ENGINE_OUTPUT, batch=128)
 
+    def tolerance(self, device: str) -> dict[str, float]:
+        from contract.preprocess import tolerance_for
+
+        return tolerance_for(device, self.input.interpolation, self.record.get("family", "torchvision"))
+
     def describe(self) -> str:
         from builders.families import describe_reference
 
@@ -258,7 +263,7 @@ def run(args) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         pre = parity(served_x, ref_x, reference.input.std,
-                     [str(f.relative_to(images.root)) for f in images.files], device)
+                     [str(f.relative_to(images.root)) for f in images.files], device, reference.tolerance(device))
         net_logits = reference.logits(served_x)
         pre_rows[name] = {**pre.summary(), "device": device, "status": "FAIL" if pre.failing else "PASS",
                           "worst": pre.worst()}
