@@ -4,16 +4,17 @@
     python -m clients.verify --protocol grpc --min-agreement int8=0.97 --json results/verify.json
 
 The reference is the user's view: the PyTorch checkpoint the repository was built from (manifest:
-`checkpoint`, `source.arch`), run in-process on the output of the training/eval transform
-(torchvision `Resize`, `CenterCrop`, `ToTensor`, `Normalize`, as the manifest's `input` says) of
+`checkpoint`, `source`), run in-process on the output of its own eval transform (the manifest's
+`preprocessing.reference_transform`: timm's create_transform, the Hugging Face image processor, or
+torchvision `Resize`, `CenterCrop`, `ToTensor`, `Normalize` as its `input` says; builders.families) of
 the labeled images (the manifest's validation set by default). Three things are reported:
 
-- preprocessing parity: the served `<model>_preprocess` (DALI) output vs the torchvision transform,
+- preprocessing parity: the served `<model>_preprocess` (DALI) output vs that reference transform,
   per image in pixel levels (mean, p99, max), against the tolerance for the device the server runs
   it on (contract.preprocess: CPU or GPU/nvJPEG);
 - network parity, per precision: the ensemble's logits vs PyTorch run on the served
   preprocessing output (what the conversion to ONNX/TensorRT and the precision change);
-- end to end, per precision: the ensemble vs PyTorch on the torchvision transform — accuracy of
+- end to end, per precision: the ensemble vs PyTorch on the reference transform — accuracy of
   both, the drop, top-1 agreement, logit differences.
 
 Exit status 1 when a threshold (flags below) or the preprocessing tolerance is missed, 2 when
@@ -336,14 +337,14 @@ def run(args) -> int:
             style = "red" if r["status"] == "FAIL" else "yellow"
             table.add_row(r["model"], r["precision"], str(r["images"]), "-", f"{r['pytorch_accuracy']:.4f}",
                           "-", "-", "-", "-", "-", f"[{style}]{r['status']}[/]")
-    table.caption = ("end to end: served ensemble vs PyTorch on the torchvision transform; network: served ensemble "
-                     "vs PyTorch on the served preprocessing output")
+    table.caption = ("end to end: served ensemble vs PyTorch on its own transform (the reference below); "
+                     "network: served ensemble vs PyTorch on the served preprocessing output")
     console.print(table)
     for name, pr in pre_rows.items():
         tol = pr["tolerance_levels"]
         style = "green" if pr["status"] == "PASS" else "red"
         console.print(f"preprocessing ({name}, served {layout.preprocess_model(name)} on {pr['device'].upper()} vs "
-                      f"torchvision, pixel levels per image over {pr['images']} images): mean <= "
+                      f"its reference transform, pixel levels per image over {pr['images']} images): mean <= "
                       f"{pr['mean_levels']['max_over_images']:.2f}, p99 <= {pr['p99_levels']['max_over_images']:.2f}, "
                       f"max {pr['max_levels']:.2f} (tolerance mean {tol['mean']}, p99 {tol['p99']}, max {tol['max']}) "
                       f"[{style}]{pr['status']}[/]", highlight=False)
