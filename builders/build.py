@@ -8,7 +8,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from builders.families import describe_reference
+from builders.families import describe_reference, factory_code
 from builders.pipeline import ModelBuild, build_model
 from builders.report import BuildResult
 from builders.repository import bundle_val, recover, staging_dir, swap_in, write_target
@@ -114,14 +114,14 @@ def copy_source(b: ModelBuild, staging: Path) -> dict:
         return {"checkpoint": f"source/{name}_hf"}
     shutil.copyfile(b.checkpoint, staging / "source" / f"{name}.pt")
     fields = {"checkpoint": f"source/{name}.pt"}
-    if src.kind == "module":
-        top = src.factory.split(":")[0].split(".")[0]
-        code = staging / "source" / f"{name}_code"
-        code.mkdir()
-        if (src.root / top).is_dir():
-            shutil.copytree(src.root / top, code / top, ignore=shutil.ignore_patterns("__pycache__"))
+    code = factory_code(src)
+    if code is not None:
+        dst = staging / "source" / f"{name}_code"
+        dst.mkdir()
+        if code.is_dir():
+            shutil.copytree(code, dst / code.name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copyfile(src.root / f"{top}.py", code / f"{top}.py")
+            shutil.copyfile(code, dst / code.name)
         fields["source_root"] = f"source/{name}_code"
     return fields
 

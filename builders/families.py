@@ -39,6 +39,19 @@ class LogitsOnly(torch.nn.Module):
         return self.inner(pixel_values=x, return_dict=False)[0]
 
 
+def factory_code(source: Source) -> Path | None:
+    """The module source's code: the factory's top-level package folder or module file under
+    source.root (None for other kinds, or when it is installed elsewhere). Part of the export and
+    TorchScript stages' keys, so an edit of the user's module rebuilds them; copied into the repository."""
+    if source.kind != "module" or source.root is None:
+        return None
+    top = source.factory.split(":")[0].split(".")[0]
+    for candidate in (source.root / top, source.root / f"{top}.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
 def import_factory(factory: str, root: Path | None):
     """The callable `package.module:function` names, imported with `root` first on sys.path."""
     module_name, _, attr = factory.partition(":")

@@ -281,14 +281,9 @@ class ModelBuild:
         return self.target_evaluations.get(target, {}).get(precision, self.evaluations[precision])
 
 
-def factory_code(source: Source) -> Path | None:
-    """The folder the module source's factory is imported from (None for other kinds)."""
-    return source.root if source.kind == "module" else None
-
-
 def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
     """Run the stages of one spec entry; `input` is first completed from the model's own transform."""
-    from builders.families import resolve_input
+    from builders.families import factory_code, resolve_input
 
     spec, reference = resolve_input(spec)
     src = spec.source

@@ -131,7 +131,7 @@ def build_twin(spec, checkpoint: Path | None, num_classes: int, val_tensors: Pat
         return {}, "off (torchscript = false)"
     if checkpoint is None:
         return {}, "not built: source.kind = 'onnx' has no PyTorch model"
-    from builders.pipeline import factory_code
+    from builders.families import factory_code
 
     stage = Stage("torchscript", TorchScriptModel, _torchscript,
                   code=("builders.torchscript", "builders.models", "builders.families"),

@@ -123,3 +123,26 @@ def test_crop_pct_gives_resize_and_conflicts_are_named():
     assert Input(crop=224, crop_pct=0.875).resize == 256
     with pytest.raises(ValueError, match="disagrees with input.crop / input.crop_pct"):
         Input(crop=224, crop_pct=0.875, resize=250)
+
+
+class _Inverts(__import__("torch").nn.Module):
+    """A module whose op (a matrix inverse) has no ONNX form."""
+
+    def forward(self, x):
+        import torch
+
+        m = x.flatten(1)[:, :4].reshape(-1, 2, 2) + torch.eye(2)
+        return torch.linalg.inv(m).flatten(1)
+
+
+def test_export_error_names_the_module_and_the_op(tmp_path):
+    import torch
+
+    from builders.export import ExportError, export_onnx
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.Sequential(torch.nn.ReLU(), _Inverts()))
+    with pytest.raises(ExportError) as err:
+        export_onnx(net, 8, tmp_path / "m.onnx")
+    text = str(err.value)
+    assert "module '1.1' (_Inverts) calls aten::linalg_inv" in text and "opset 17" in text
+    assert "source.kind = 'onnx'" in text and not (tmp_path / "m.onnx").exists()
