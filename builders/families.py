@@ -71,7 +71,8 @@ def import_factory(factory: str, root: Path | None):
     return fn
 
 
-def _load_state(model: torch.nn.Module, checkpoint: Path, what: str) -> torch.nn.Module:
+def _load_state(model: torch.nn.Module, checkpoint: Path, what: str, num_classes: int) -> torch.nn.Module:
+    """`model` with the state dict in `checkpoint` (weights_only=True); what: the model in words."""
     from builders.checkpoints import describe_mismatch
 
     state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
@@ -81,7 +82,7 @@ def _load_state(model: torch.nn.Module, checkpoint: Path, what: str) -> torch.nn
         model.load_state_dict(state)
     except RuntimeError:
         raise ValueError(f"source.checkpoint {checkpoint} does not fit {what}: "
-                         f"{describe_mismatch(model, state, what, -1)}") from None
+                         f"{describe_mismatch(model, state, what, num_classes)}") from None
     return model.eval()
 
 
@@ -108,12 +109,12 @@ def load_model(source: Source, weights: Path, num_classes: int) -> torch.nn.Modu
         import timm
 
         return _load_state(timm.create_model(source.arch, pretrained=False, num_classes=num_classes), weights,
-                           f"timm {source.arch!r} with {num_classes} classes")
+                           f"timm {source.arch!r} with {num_classes} classes", num_classes)
     if source.kind == "module":
         model = import_factory(source.factory, source.root)()
         if not isinstance(model, torch.nn.Module):
             raise ValueError(f"source.factory = {source.factory!r} returned {type(model).__name__}, not an nn.Module")
-        return _load_state(model, weights, f"the module {source.factory!r} returns")
+        return _load_state(model, weights, f"the module {source.factory!r} returns", num_classes)
     if source.kind == "huggingface":
         return load_huggingface(weights, num_classes)
     raise ValueError(f"source.kind = {source.kind!r} has no PyTorch model")
