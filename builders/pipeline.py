@@ -70,6 +70,11 @@ class Preprocessing:
     images: int
 
 
+# The reference transform of each family (builders.families), as the parity error names it.
+REFERENCE_NAMES = {"torchvision": "the torchvision transform", "timm": "timm's eval transform",
+                   "huggingface": "the Hugging Face image processor"}
+
+
 class PreprocessParityError(ValueError):
     """DALI's output is outside tolerance of the torchvision transform (input.parity = "enforce")."""
 
@@ -165,7 +170,7 @@ def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progres
     result = parity(dali, ref, inp.std, names, "cpu", tolerance_for("cpu", inp.interpolation, family))
     if result.failing and inp.parity == "enforce":
         raise PreprocessParityError(
-            f"DALI CPU preprocessing differs from the reference transform ({(reference or {}).get('family', 'torchvision')}) on {len(result.failing)} of "
+            f"DALI CPU preprocessing differs from {REFERENCE_NAMES[family]} on {len(result.failing)} of "
             f"{len(names)} validation images (tolerance per image, pixel levels: {result.tolerance}); worst: "
             f"{result.worst()}. Check input.resize/crop/resize_mode/mean/std against the training transform; "
             "input.parity = 'warn' or --allow-preprocess-mismatch builds anyway")
