@@ -61,7 +61,7 @@ def _center_anchor(size, crop):
 
 
 # PIL's filters by the names the spec uses (input.interpolation); PIL widens its filter support by
-# the scale factor when downscaling, which is what DALI's antialias=True does.
+# the scale factor when downscaling, which is what DALI's resize does with antialiasing on.
 INTERPOLATION = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC}
 
 
