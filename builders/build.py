@@ -8,6 +8,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
+from builders.families import describe_reference, factory_code
 from builders.pipeline import ModelBuild, build_model
 from builders.report import BuildResult
 from builders.repository import bundle_val, recover, staging_dir, swap_in, write_target
@@ -15,7 +16,6 @@ from builders.stages import BuildContext
 from contract import layout, releases
 from contract.manifest import (FORMAT_VERSION, Manifest, ManifestError, file_names_only, load_manifest, manifest_file,
                                write_manifest)
-from contract.preprocess import describe_transform
 from contract.spec import BuildSpec
 
 
@@ -103,6 +103,29 @@ def _precision_targets(b: ModelBuild, precision: str) -> dict:
     return out
 
 
+def copy_source(b: ModelBuild, staging: Path) -> dict:
+    """Copy what rebuilds the user's PyTorch model into `staging/source/`: the state dict (the
+    save_pretrained folder for huggingface; the factory's top-level module or package for module).
+    Returns the manifest fields that point to them (relative to the output folder)."""
+    src, name = b.spec.source, b.spec.name
+    (staging / "source").mkdir(exist_ok=True)
+    if src.kind == "huggingface":
+        shutil.copytree(b.checkpoint, staging / "source" / f"{name}_hf")
+        return {"checkpoint": f"source/{name}_hf"}
+    shutil.copyfile(b.checkpoint, staging / "source" / f"{name}.pt")
+    fields = {"checkpoint": f"source/{name}.pt"}
+    code = factory_code(src)
+    if code is not None:
+        dst = staging / "source" / f"{name}_code"
+        dst.mkdir()
+        if code.is_dir():
+            shutil.copytree(code, dst / code.name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copyfile(code, dst / code.name)
+        fields["source_root"] = f"source/{name}_code"
+    return fields
+
+
 def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict, data: dict | None) -> dict:
     """One model's manifest entry. data: the bundled validation images' record (bundle_val), or
     None when none were bundled. Every path is relative to the output folder: the checkpoint
@@ -124,7 +147,8 @@ def _model_manifest(b: ModelBuild, plan_status: str, plan_info: dict, data: dict
             **pre.parity, "within_tolerance": not pre.parity["outside_tolerance"],
             "policy": "enforce" if pre.enforced else "warn (input.parity or --allow-preprocess-mismatch)",
             "compared": "DALI CPU (the cpu target's dali.py) vs the torchvision transform, per image",
-            "reference": describe_transform(spec.input),
+            "reference": describe_reference(b.reference, spec.input),
+            "reference_transform": b.reference,
         },
         # Top level: the cpu target's model (what ONNX Runtime serves here); `targets`: each
         # target's own (int8 differs: U8S8 on cpu, S8S8 Q/DQ as the plans' source on gpu).
@@ -226,16 +250,12 @@ def build(spec: BuildSpec, cache_dir: Path, force: bool = False, quiet: bool = F
             plan_status[b.spec.name] = status
             for target in spec.targets:
                 artifacts.update(write_target(staging, target, b, plans, cc, output, old_artifacts))
-            if b.checkpoint:
-                # The PyTorch weights travel with the repository so clients can verify against them.
-                dst = staging / "source" / f"{b.spec.name}.pt"
-                dst.parent.mkdir(exist_ok=True)
-                shutil.copyfile(b.checkpoint, dst)
             # Clients default to these images: they travel with the repository.
             data = bundle_val(staging, b.spec.name, b.data.val, b.spec.data.bundle_val_images)
             models_manifest[b.spec.name] = _model_manifest(b, status, info, data)
             if b.checkpoint:
-                models_manifest[b.spec.name]["checkpoint"] = f"source/{b.spec.name}.pt"
+                # The PyTorch model travels with the repository so clients can verify against it.
+                models_manifest[b.spec.name].update(copy_source(b, staging))
         _carry_over(output, staging, spec, old, unreadable, artifacts, models_manifest)
         manifest = {
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

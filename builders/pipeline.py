@@ -70,6 +70,11 @@ class Preprocessing:
     images: int
 
 
+# The reference transform of each family (builders.families), as the parity error names it.
+REFERENCE_NAMES = {"torchvision": "the torchvision transform", "timm": "timm's eval transform",
+                   "huggingface": "the Hugging Face image processor"}
+
+
 class PreprocessParityError(ValueError):
     """DALI's output is outside tolerance of the torchvision transform (input.parity = "enforce")."""
 
@@ -95,12 +100,15 @@ def _train(workdir: Path, train: Path, inp: Input, source: Source, progress: Pro
     return TrainedModel(ckpt, source.arch, list(images.classes), time.perf_counter() - start)
 
 
-def _export(workdir: Path, checkpoint: Path, arch: str, num_classes: int, crop: int, opset: int) -> OnnxModel:
+def _export(workdir: Path, checkpoint: Path, source: Source, num_classes: int, crop: int, opset: int,
+            factory_code: Path | None = None) -> OnnxModel:
+    """checkpoint: the state dict (the save_pretrained folder for huggingface); factory_code: the
+    module source's code folder (part of the cache key only)."""
     from builders.export import export_onnx
-    from builders.models import load_checkpoint
+    from builders.families import load_model
 
     start = time.perf_counter()
-    path = export_onnx(load_checkpoint(arch, checkpoint, num_classes), crop, workdir / "model.onnx", opset)
+    path = export_onnx(load_model(source, checkpoint, num_classes), crop, workdir / "model.onnx", opset)
     return OnnxModel(path, "fp32", time.perf_counter() - start)
 
 
@@ -134,10 +142,13 @@ def _int8(workdir: Path, fp32: Path, calibration: Path, inp: Input, calib: Calib
     return OnnxModel(path, "int8", time.perf_counter() - start, note)
 
 
-def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progress: ProgressFactory) -> Preprocessing:
+def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progress: ProgressFactory,
+                   reference: dict | None = None, hf_path: Path | None = None) -> Preprocessing:
+    """reference: builders.families' record of the reference transform (None: torchvision's);
+    hf_path: the save_pretrained folder whose image processor is the reference."""
+    from builders.families import reference_preprocess_all
     from contract.images import pack_batch
-    from contract.preprocess import CpuPreprocessor, parity, reference_preprocess, reference_transform
-    from contract.preprocess import write_definition
+    from contract.preprocess import CpuPreprocessor, parity, tolerance_for, write_definition
 
     mbs = triton.max_batch_size
     cpu = write_definition(inp, "cpu", workdir / "cpu" / layout.DALI_DEFINITION, mbs, triton.dali_num_threads)
@@ -153,13 +164,13 @@ def _preprocessing(workdir: Path, inp: Input, triton: Triton, val: Path, progres
         outs.append(pre(list(pack_batch(encoded[i: i + mbs]))))
         bar(min(i + mbs, len(encoded)), len(encoded))
     dali = np.concatenate(outs)
-    transform = reference_transform(inp)
-    ref = np.stack([reference_preprocess(e, inp, transform) for e in encoded])
+    ref = reference_preprocess_all(encoded, reference or {"family": "torchvision"}, inp, hf_path)
     names = [str(f.relative_to(images.root)) for f in images.files]
-    result = parity(dali, ref, inp.std, names, "cpu")
+    family = (reference or {}).get("family", "torchvision")
+    result = parity(dali, ref, inp.std, names, "cpu", tolerance_for("cpu", inp.interpolation, family))
     if result.failing and inp.parity == "enforce":
         raise PreprocessParityError(
-            f"DALI CPU preprocessing differs from the torchvision transform on {len(result.failing)} of "
+            f"DALI CPU preprocessing differs from {REFERENCE_NAMES[family]} on {len(result.failing)} of "
             f"{len(names)} validation images (tolerance per image, pixel levels: {result.tolerance}); worst: "
             f"{result.worst()}. Check input.resize/crop/resize_mode/mean/std against the training transform; "
             "input.parity = 'warn' or --allow-preprocess-mismatch builds anyway")
@@ -220,14 +231,15 @@ _IMAGES = ("builders.datasets", "contract.images", "contract.preprocess", "build
 DATA = Stage("demo-data", DataSplits, _demo_data, code=("builders.datasets",),
              tools=("scikit-learn", "pillow", "numpy"))
 TRAIN = Stage("train", TrainedModel, _train, code=_IMAGES, tools=("torch", "torchvision", "pillow", "numpy"))
-EXPORT = Stage("export", OnnxModel, _export, code=("builders.export", "builders.models"),
-               tools=("torch", "torchvision", "onnx"))
+EXPORT = Stage("export", OnnxModel, _export, code=("builders.export", "builders.models", "builders.families"),
+               tools=("torch", "torchvision", "onnx", "timm", "transformers"))
 FP16 = Stage("fp16", OnnxModel, _fp16, code=("builders.precision",), tools=("onnx", "onnxconverter-common"))
 INT8 = Stage("int8", OnnxModel, _int8, version="3", code=("builders.precision", *_IMAGES),
              tools=("onnx", "onnxruntime", "torchvision", "pillow", "numpy"))
 PREPROCESS = Stage("preprocess", Preprocessing, _preprocessing, version="2",
-                   code=("contract.preprocess", "contract.dali_pipeline", "contract.images", "builders.datasets"),
-                   tools=("nvidia-dali-*", "torchvision", "pillow", "numpy"))
+                   code=("contract.preprocess", "contract.dali_pipeline", "contract.images", "builders.datasets",
+                         "builders.families"),
+                   tools=("nvidia-dali-*", "torchvision", "pillow", "numpy", "timm", "transformers"))
 EVALUATE = Stage("evaluate", Evaluation, _evaluate, code=("runners.compare", "runners.onnxruntime_runner"),
                  tools=("onnxruntime", "numpy"))
 CALIBRATOR = made_by(("builders.precision",), ("onnxruntime", "numpy"))
@@ -264,6 +276,7 @@ class ModelBuild:
     train_seconds: float | None = None
     torchscript: dict = field(default_factory=dict)   # precision -> builders.torchscript.TorchScriptModel
     torchscript_status: str = ""
+    reference: dict = field(default_factory=dict)     # builders.families' record of the reference transform
 
     def variants_for(self, target: str) -> dict:
         """precision -> the OnnxModel the target serves (cpu) or builds its plans from (gpu)."""
@@ -274,6 +287,10 @@ class ModelBuild:
 
 
 def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
+    """Run the stages of one spec entry; `input` is first completed from the model's own transform."""
+    from builders.families import factory_code, resolve_input
+
+    spec, reference = resolve_input(spec)
     src = spec.source
     name = spec.name
     if src.kind == "demo":
@@ -289,15 +306,17 @@ def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
         trained = TRAIN(ctx, label=name, train=data.train, inp=spec.input, source=src)
         checkpoint, train_seconds = trained.checkpoint, trained.seconds
         labels = list(spec.labels or DEMO_LABELS)
-    elif src.kind == "torchvision":
+    elif src.kind == "huggingface":
+        checkpoint = src.path
+    elif src.pytorch:
         checkpoint = src.checkpoint
     if len(labels) != len(val.classes):
         raise ValueError(f"{name}: {len(labels)} labels but the validation folder {data.val} has "
                          f"{len(val.classes)} classes")
 
     if checkpoint is not None:
-        fp32 = EXPORT(ctx, label=name, checkpoint=checkpoint, arch=src.arch, num_classes=len(labels),
-                      crop=spec.input.crop, opset=spec.opset)
+        fp32 = EXPORT(ctx, label=name, checkpoint=checkpoint, source=src, num_classes=len(labels),
+                      crop=spec.input.crop, opset=spec.opset, factory_code=factory_code(src))
     else:
         from builders.export import check_onnx_interface
 
@@ -307,7 +326,7 @@ def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
                              f"input.crop = {spec.input.crop} and {len(labels)} labels")
         fp32 = OnnxModel(src.onnx, "fp32", 0.0, "user-supplied ONNX")
 
-    out = ModelBuild(spec, labels, data, checkpoint, train_seconds=train_seconds)
+    out = ModelBuild(spec, labels, data, checkpoint, train_seconds=train_seconds, reference=reference)
     out.variants["fp32"] = fp32
     if "fp16" in spec.precisions:
         out.variants["fp16"] = FP16(ctx, label=name, fp32=fp32.path)
@@ -327,7 +346,9 @@ def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
         out.target_variants["cpu"] = {"int8": INT8(ctx, label=f"{name}/onnxruntime", runtime="onnxruntime",
                                                    options=cpu_int8_options(spec.calibration),
                                                    **(common | {"calib": cpu_calib}))}
-    out.preprocessing = PREPROCESS(ctx, label=name, inp=spec.input, triton=spec.triton, val=data.val)
+    family = {} if reference.get("family", "torchvision") == "torchvision" else \
+        {"reference": reference, "hf_path": src.path if src.kind == "huggingface" else None}
+    out.preprocessing = PREPROCESS(ctx, label=name, inp=spec.input, triton=spec.triton, val=data.val, **family)
 
     def evaluate(variant: OnnxModel, precision: str, label: str) -> Evaluation:
         return EVALUATE(ctx, label=label, model=variant.path, precision=precision, fp32=fp32.path,
@@ -349,13 +370,13 @@ def build_model(spec: ModelSpec, ctx: BuildContext) -> ModelBuild:
 
 def _export_parity(spec: ModelSpec, checkpoint: Path, num_classes: int, onnx_path: Path,
                    pre: Preprocessing, val: Path) -> ExportParity:
-    from builders.models import load_checkpoint
+    from builders.families import load_model
     from runners.compare import accuracy, compare_runners
     from runners.onnxruntime_runner import OnnxRuntimeRunner
     from runners.torch_runner import TorchRunner
 
     x = np.load(pre.val_tensors)
-    model = load_checkpoint(spec.source.arch, checkpoint, num_classes)
+    model = load_model(spec.source, checkpoint, num_classes)
     outputs, (cmp,) = compare_runners([TorchRunner(model), OnnxRuntimeRunner(onnx_path)],
                                       layout.ENGINE_INPUT, x, layout.ENGINE_OUTPUT)
     return ExportParity(cmp.max_abs_diff, cmp.top1_agreement,

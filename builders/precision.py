@@ -27,8 +27,19 @@ def to_fp16(fp32_path: Path, out_path: Path) -> Path:
     """Convert weights and compute to fp16; inputs and outputs stay FP32 (casts at the edges)."""
     from onnxconverter_common import float16
 
+    fp32 = onnx.load(str(fp32_path))
+    # The model's own Cast-to-float nodes (e.g. a transformer's softmax in float32, `.to(query.dtype)`)
+    # keep `to = FLOAT` in the converter while their outputs are declared fp16, which ONNX Runtime
+    # refuses to load; in an fp16 graph they cast to fp16 (the converter's own edge casts are new nodes).
+    to_float = {n.name for n in fp32.graph.node if n.op_type == "Cast"
+                and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)}
     with fp16_truncation_summarized():
-        model = float16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+        model = float16.convert_float_to_float16(fp32, keep_io_types=True)
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.name in to_float:
+            for a in node.attribute:
+                if a.name == "to":
+                    a.i = onnx.TensorProto.FLOAT16
     onnx.save(model, str(out_path))
     return out_path
 

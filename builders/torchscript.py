@@ -96,18 +96,20 @@ def run_script(script, x: np.ndarray, batch: int = 64) -> np.ndarray:
                                for i in range(0, len(x), batch)])
 
 
-def _torchscript(workdir: Path, checkpoint: Path, arch: str, num_classes: int, crop: int, precision: str,
-                 val_tensors: Path, val: Path) -> TorchScriptModel:
-    from builders.models import load_checkpoint, predict
+def _torchscript(workdir: Path, checkpoint: Path, source, num_classes: int, crop: int, precision: str,
+                 val_tensors: Path, val: Path, factory_code: Path | None = None) -> TorchScriptModel:
+    """source: the spec's Source; checkpoint: its weights (state dict, or the save_pretrained folder)."""
+    from builders.families import load_model
+    from builders.models import predict
     from contract.images import load_image_folder
     from runners.compare import accuracy, compare_logits
 
     start = time.perf_counter()
-    path = script_model(load_checkpoint(arch, checkpoint, num_classes), precision, crop, workdir / "model.pt")
+    path = script_model(load_model(source, checkpoint, num_classes), precision, crop, workdir / "model.pt")
     seconds = time.perf_counter() - start
     x = np.load(val_tensors)
     targets = load_image_folder(val).targets
-    ref = predict(load_checkpoint(arch, checkpoint, num_classes), x)
+    ref = predict(load_model(source, checkpoint, num_classes), x)
     got = run_script(load_script(path), x)
     cmp = compare_logits(ref, got, "pytorch", f"torchscript-{precision}")
     tol = RELATIVE_TOLERANCE[precision] * max(1.0, float(np.abs(ref).max()))
@@ -129,13 +131,16 @@ def build_twin(spec, checkpoint: Path | None, num_classes: int, val_tensors: Pat
         return {}, "off (torchscript = false)"
     if checkpoint is None:
         return {}, "not built: source.kind = 'onnx' has no PyTorch model"
-    stage = Stage("torchscript", TorchScriptModel, _torchscript, code=("builders.torchscript", "builders.models"),
-                  tools=("torch", "torchvision", "numpy"))
+    from builders.families import factory_code
+
+    stage = Stage("torchscript", TorchScriptModel, _torchscript,
+                  code=("builders.torchscript", "builders.models", "builders.families"),
+                  tools=("torch", "torchvision", "numpy", "timm", "transformers"))
     out = {}
     for precision in (p for p in TORCH_PRECISIONS if p in spec.precisions):
-        out[precision] = stage(ctx, label=f"{spec.name}/{precision}", checkpoint=checkpoint, arch=spec.source.arch,
+        out[precision] = stage(ctx, label=f"{spec.name}/{precision}", checkpoint=checkpoint, source=spec.source,
                                num_classes=num_classes, crop=spec.input.crop, precision=precision,
-                               val_tensors=val_tensors, val=val)
+                               val_tensors=val_tensors, val=val, factory_code=factory_code(spec.source))
     bad = [p for p, m in out.items() if not m.within_tolerance]
     if bad:
         raise ValueError(f"{spec.name}: TorchScript {bad} differ from PyTorch beyond tolerance: " + "; ".join(

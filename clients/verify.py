@@ -4,16 +4,17 @@
     python -m clients.verify --protocol grpc --min-agreement int8=0.97 --json results/verify.json
 
 The reference is the user's view: the PyTorch checkpoint the repository was built from (manifest:
-`checkpoint`, `source.arch`), run in-process on the output of the training/eval transform
-(torchvision `Resize`, `CenterCrop`, `ToTensor`, `Normalize`, as the manifest's `input` says) of
+`checkpoint`, `source`), run in-process on the output of its own eval transform (the manifest's
+`preprocessing.reference_transform`: timm's create_transform, the Hugging Face image processor, or
+torchvision `Resize`, `CenterCrop`, `ToTensor`, `Normalize` as its `input` says; builders.families) of
 the labeled images (the manifest's validation set by default). Three things are reported:
 
-- preprocessing parity: the served `<model>_preprocess` (DALI) output vs the torchvision transform,
+- preprocessing parity: the served `<model>_preprocess` (DALI) output vs that reference transform,
   per image in pixel levels (mean, p99, max), against the tolerance for the device the server runs
   it on (contract.preprocess: CPU or GPU/nvJPEG);
 - network parity, per precision: the ensemble's logits vs PyTorch run on the served
   preprocessing output (what the conversion to ONNX/TensorRT and the precision change);
-- end to end, per precision: the ensemble vs PyTorch on the torchvision transform — accuracy of
+- end to end, per precision: the ensemble vs PyTorch on the reference transform — accuracy of
   both, the drop, top-1 agreement, logit differences.
 
 Exit status 1 when a threshold (flags below) or the preprocessing tolerance is missed, 2 when
@@ -136,24 +137,33 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Reference:
-    """The user's PyTorch model and transform for one manifest entry."""
+    """The user's PyTorch model and its own transform for one manifest entry (builders.families)."""
 
     def __init__(self, model: ModelEntry):
-        from builders.models import load_checkpoint
+        from builders.families import load_model
+        from contract.spec import Source
 
         if model.checkpoint is None:
             raise SystemExit(f"error: the manifest has no PyTorch checkpoint for {model.name!r} (source: "
                              f"{model.source.get('kind')}); nothing to verify against")
-        self.arch = model.arch
+        src = model.source
+        kind = src.get("kind", "torchvision")
+        root = model.source_root
+        # The repository's own copies stand in for the spec's files (the manifest names them by name only).
+        self.source = Source(kind=kind, arch=src.get("arch", "mobilenet_v3_small"), factory=src.get("factory"),
+                             root=root, checkpoint=model.checkpoint if kind != "huggingface" else None,
+                             path=model.checkpoint if kind == "huggingface" else None)
+        self.arch = src.get("factory") or src.get("arch") if kind != "huggingface" else "Hugging Face model"
         self.checkpoint = model.checkpoint_name
-        self.model = load_checkpoint(self.arch, model.checkpoint, model.num_classes)
+        self.model = load_model(self.source, model.checkpoint, model.num_classes)
         self.input = model.input_spec()
+        self.record = (model.record.get("preprocessing") or {}).get("reference_transform") or {"family": "torchvision"}
 
     def transform(self, encoded: list[bytes]) -> np.ndarray:
-        from contract.preprocess import reference_preprocess, reference_transform
+        from builders.families import reference_preprocess_all
 
-        t = reference_transform(self.input)
-        return np.stack([reference_preprocess(e, self.input, t) for e in encoded])
+        hf = self.source.path if self.source.kind == "huggingface" else None
+        return reference_preprocess_all(encoded, self.record, self.input, hf)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         from runners.compare import run_batches
@@ -162,10 +172,15 @@ class _Reference:
         with TorchRunner(self.model) as runner:
             return run_batches(runner, layout.ENGINE_INPUT, x, layout.ENGINE_OUTPUT, batch=128)
 
-    def describe(self) -> str:
-        from contract.preprocess import describe_transform
+    def tolerance(self, device: str) -> dict[str, float]:
+        from contract.preprocess import tolerance_for
 
-        return f"PyTorch {self.arch} ({self.checkpoint}) on {describe_transform(self.input)}"
+        return tolerance_for(device, self.input.interpolation, self.record.get("family", "torchvision"))
+
+    def describe(self) -> str:
+        from builders.families import describe_reference
+
+        return f"PyTorch {self.arch} ({self.checkpoint}) on {describe_reference(self.record, self.input)}"
 
 
 def _served_preprocessing(client, name: str, padded: np.ndarray, batch: int) -> tuple[np.ndarray, str]:
@@ -250,7 +265,7 @@ def run(args) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         pre = parity(served_x, ref_x, reference.input.std,
-                     [str(f.relative_to(images.root)) for f in images.files], device)
+                     [str(f.relative_to(images.root)) for f in images.files], device, reference.tolerance(device))
         net_logits = reference.logits(served_x)
         pre_rows[name] = {**pre.summary(), "device": device, "status": "FAIL" if pre.failing else "PASS",
                           "worst": pre.worst()}
@@ -323,14 +338,14 @@ def run(args) -> int:
             style = "red" if r["status"] == "FAIL" else "yellow"
             table.add_row(r["model"], r["precision"], str(r["images"]), "-", f"{r['pytorch_accuracy']:.4f}",
                           "-", "-", "-", "-", "-", f"[{style}]{r['status']}[/]")
-    table.caption = ("end to end: served ensemble vs PyTorch on the torchvision transform; network: served ensemble "
-                     "vs PyTorch on the served preprocessing output")
+    table.caption = ("end to end: served ensemble vs PyTorch on its own transform (the reference below); "
+                     "network: served ensemble vs PyTorch on the served preprocessing output")
     console.print(table)
     for name, pr in pre_rows.items():
         tol = pr["tolerance_levels"]
         style = "green" if pr["status"] == "PASS" else "red"
         console.print(f"preprocessing ({name}, served {layout.preprocess_model(name)} on {pr['device'].upper()} vs "
-                      f"torchvision, pixel levels per image over {pr['images']} images): mean <= "
+                      f"its reference transform, pixel levels per image over {pr['images']} images): mean <= "
                       f"{pr['mean_levels']['max_over_images']:.2f}, p99 <= {pr['p99_levels']['max_over_images']:.2f}, "
                       f"max {pr['max_levels']:.2f} (tolerance mean {tol['mean']}, p99 {tol['p99']}, max {tol['max']}) "
                       f"[{style}]{pr['status']}[/]", highlight=False)

@@ -17,7 +17,7 @@ pipeline, so that the served tensors match what the model was trained and evalua
                      longer side -> int(resize * long / short) (torchvision truncates)
     mode "square":  Resize((resize, resize)) -> CenterCrop(crop)
     CenterCrop anchor: int(round((size - crop) / 2)), Python's round: halves go to the even integer
-    bilinear, antialiased (PIL's filter, which torchvision uses on PIL images)
+    bilinear or bicubic, antialiased (PIL's filters, which torchvision and timm use on PIL images)
     then ToTensor + Normalize(mean, std), CHW float32
 
 EXIF orientation: DALI's decoder applies it (1.53 has no switch to turn it off), torchvision's
@@ -60,8 +60,13 @@ def _center_anchor(size, crop):
     return k + odd * (k - 2 * (k // 2))
 
 
+# PIL's filters by the names the spec uses (input.interpolation); PIL widens its filter support by
+# the scale factor when downscaling, which is what DALI's resize does with antialiasing on.
+INTERPOLATION = {"bilinear": types.INTERP_LINEAR, "bicubic": types.INTERP_CUBIC}
+
+
 def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", hw_decoder_load=0.65,
-                     preallocate_hint=None):
+                     preallocate_hint=None, interpolation="bilinear", antialias=True):
     """Decode -> resize -> center crop -> normalize for the request rows `encoded` (a CPU node),
     each trimmed to its image's exact bytes first (`exact_bytes`).
 
@@ -70,7 +75,11 @@ def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", h
     hw_decoder_load: share of JPEGs for the hardware decoder (gpu only).
     preallocate_hint: (width, height) the hardware decoder preallocates its buffers for, for a
     whole batch, when the pipeline is built (gpu only; None: DALI's default, nothing up front).
+    interpolation: "bilinear" or "bicubic" (PIL's filters); antialias: widen the filter when
+    downscaling, as PIL does (docs/preprocessing.md measures both settings against PIL's bicubic).
     """
+    if interpolation not in INTERPOLATION:
+        raise ValueError(f"interpolation must be one of {sorted(INTERPOLATION)}, got {interpolation!r}")
     encoded = exact_bytes(encoded)
     if mode == "square":
         out_w = out_h = float(resize)
@@ -97,7 +106,8 @@ def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", h
                                    **hints)
     else:
         images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
-    images = fn.resize(images, resize_x=out_w, resize_y=out_h, antialias=True, interp_type=types.INTERP_LINEAR)
+    images = fn.resize(images, resize_x=out_w, resize_y=out_h, antialias=antialias,
+                       interp_type=INTERPOLATION[interpolation])
     images = fn.slice(images, start=start, shape=[crop, crop], axes=[0, 1])
     return fn.crop_mirror_normalize(images, mean=[m * 255.0 for m in mean], std=[s * 255.0 for s in std],
                                     dtype=types.FLOAT, output_layout="CHW")

@@ -132,6 +132,7 @@ class ModelEntry:
     record: dict                 # the JSON entry as written (paths relative)
     checkpoint: Path | None      # the PyTorch weights the repository was built from (source/<name>.pt)
     val: Path | None             # the bundled labeled validation images (ImageFolder), if any
+    source_root: Path | None = None   # a module source's copied code (source/<name>_code), if any
 
     @property
     def labels(self) -> list[str]:
@@ -338,7 +339,8 @@ def load_manifest(path_or_folder: str | Path) -> Manifest:
         models[name] = ModelEntry(
             name, entry,
             _resolve(folder, entry.get("checkpoint"), f"models.{name}.checkpoint", path),
-            _resolve(folder, (entry.get("data") or {}).get("val"), f"models.{name}.data.val", path))
+            _resolve(folder, (entry.get("data") or {}).get("val"), f"models.{name}.data.val", path),
+            _resolve(folder, entry.get("source_root"), f"models.{name}.source_root", path))
     return Manifest(folder, record, models)
 
 

@@ -10,62 +10,21 @@ spec raises :class:`SpecError` before anything is written.
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from contract.layout import PRECISIONS, TARGETS, Precision, Target
-from contract.spec_errors import did_you_mean, format_errors
+from contract.spec_errors import format_errors
+from contract.spec_source import LOCAL_ARCHS, Source, Strict as _Strict
 
-# Architectures the toolkit defines itself (builders/models.py), beside torchvision's: `tiny_cnn`,
-# two convolutions and a linear head, builds in seconds (serving.minirepo, tests).
-LOCAL_ARCHS = ("tiny_cnn",)
-
+__all__ = ["LOCAL_ARCHS", "Source"]
 
 class SpecError(ValueError):
     """The spec file is missing, is not TOML, or holds a field with a value that is not allowed."""
-
-
-class _Strict(BaseModel):
-    # Unknown keys are errors: a typo in a spec must not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Source(_Strict):
-    """Where the trained classifier comes from."""
-
-    kind: Literal["demo", "torchvision", "onnx"] = "demo"
-    """`demo`: train the built-in MobileNetV3-small on scikit-learn's digits at build time;
-    `torchvision`: an architecture from torchvision.models plus a checkpoint (state dict);
-    `onnx`: an existing ONNX file with a dynamic batch axis."""
-    arch: str = "mobilenet_v3_small"
-    """torchvision.models builder name, e.g. resnet18, or one of LOCAL_ARCHS (kinds demo and torchvision)."""
-    checkpoint: Path | None = None
-    """State dict saved with torch.save, loaded with weights_only=True (kind torchvision)."""
-    onnx: Path | None = None
-    """The ONNX file (kind onnx)."""
-    train_epochs: int = Field(30, ge=1, le=500)
-    """Epochs for the built-in demo's training (kind demo)."""
-    seed: int = 0
-    """Seed for the demo's data split, initial weights and training order."""
-
-    @model_validator(mode="after")
-    def _needs_files(self) -> "Source":
-        if self.kind == "torchvision" and self.checkpoint is None:
-            raise ValueError("source.kind = 'torchvision' needs source.checkpoint (a state-dict file)")
-        if self.kind == "onnx" and self.onnx is None:
-            raise ValueError("source.kind = 'onnx' needs source.onnx (the ONNX file)")
-        if self.kind != "demo":
-            import torchvision.models
-
-            names = torchvision.models.list_models()
-            if self.kind == "torchvision" and self.arch not in LOCAL_ARCHS and self.arch not in names:
-                raise ValueError(f"source.arch = {self.arch!r} is not a torchvision model"
-                                 f"{did_you_mean(self.arch, [*names, *LOCAL_ARCHS])}; allowed: the names "
-                                 f"torchvision.models.list_models() gives, or {list(LOCAL_ARCHS)}")
-        return self
 
 
 class Data(_Strict):
@@ -86,8 +45,11 @@ class Data(_Strict):
 class Input(_Strict):
     """Preprocessing: decode -> resize -> center crop -> normalize -> CHW float, exactly
     torchvision's eval transform (the reference the DALI pipeline is checked against):
-    `Resize(resize)` (or `Resize((resize, resize))`), `CenterCrop(crop)`, `ToTensor()`,
-    `Normalize(mean, std)` on the RGB image."""
+    `Resize(resize, interpolation)` (or `Resize((resize, resize))`), `CenterCrop(crop)`, `ToTensor()`,
+    `Normalize(mean, std)` on the RGB image.
+
+    Omitted for a timm or huggingface source, it is the model's own eval transform (timm's
+    resolve_data_config, the image processor's config); the fields written here override it."""
 
     resize: int = Field(36, ge=1, le=4096)
     """Shorter side after resize, in pixels (resize_mode "shorter"), or both sides ("square")."""
@@ -96,6 +58,11 @@ class Input(_Strict):
     an integer, as torchvision does); "square": `Resize((resize, resize))`, aspect ratio not kept."""
     crop: int = Field(32, ge=1, le=4096)
     """Side of the square center crop fed to the network; the network's input is crop x crop."""
+    interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+    """Resize filter, antialiased when downscaling (PIL's, as torchvision and timm use on PIL images)."""
+    crop_pct: float | None = Field(None, gt=0, le=1)
+    """timm's crop fraction: resize = floor(crop / crop_pct) (e.g. 224 / 0.875 -> 256) when resize
+    is not given; a resize that disagrees with it is an error."""
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     """Per-channel mean (RGB) in [0, 1] units."""
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -112,9 +79,26 @@ class Input(_Strict):
             raise ValueError(f"every std must be > 0, got {list(v)}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resize_from_crop_pct(cls, data):
+        # timm: scale_size = floor(img_size / crop_pct); resize follows crop_pct unless it is given.
+        if isinstance(data, dict) and isinstance(data.get("crop_pct"), (int, float)) and data["crop_pct"] > 0 \
+                and isinstance(data.get("crop"), int):
+            derived = math.floor(data["crop"] / data["crop_pct"])
+            if "resize" not in data:
+                data = {**data, "resize": derived}
+            elif data["resize"] != derived:
+                raise ValueError(f"input.resize = {data['resize']} disagrees with input.crop / input.crop_pct = "
+                                 f"{data['crop']} / {data['crop_pct']} -> {derived}; give one of them")
+        return data
+
     @model_validator(mode="after")
     def _crop_fits(self) -> "Input":
-        if self.crop > self.resize:
+        # A crop written without a resize may be completed by the model's own transform (timm,
+        # huggingface): ModelSpec checks the rest.
+        completed_later = "crop" in self.model_fields_set and "resize" not in self.model_fields_set
+        if self.crop > self.resize and not completed_later:
             raise ValueError(f"input.crop = {self.crop} is larger than input.resize = {self.resize}; "
                              "allowed: crop <= resize")
         return self
@@ -251,7 +235,7 @@ class ModelSpec(_Strict):
     torchscript: bool = True
     """Also build the PyTorch-backend twin: per precision fp32/fp16 a TorchScript model.pt
     (`<name>_<precision>_torch_infer`, platform pytorch_libtorch) and a DALI -> TorchScript ensemble
-    `<name>_<precision>_torch`, in every target. Needs a PyTorch source (kinds demo and torchvision);
+    `<name>_<precision>_torch`, in every target. Needs a PyTorch source (every kind but onnx);
     left at its default, an onnx source simply has no twin."""
 
     @model_validator(mode="before")
@@ -288,7 +272,10 @@ class ModelSpec(_Strict):
                                  f"{self.source.kind!r} (an ImageFolder directory)")
         if self.torchscript and self.source.kind == "onnx" and "torchscript" in self.model_fields_set:
             raise ValueError("torchscript = true needs a PyTorch model, but source.kind = 'onnx' has none; "
-                             "set torchscript = false or use source.kind = 'torchvision' with a checkpoint")
+                             "set torchscript = false or use a PyTorch source (torchvision, timm, module, huggingface)")
+        if self.input.crop > self.input.resize and not self.source.has_own_transform:
+            raise ValueError(f"input.crop = {self.input.crop} is larger than input.resize = {self.input.resize}; "
+                             "allowed: crop <= resize")
         mbs = self.triton.max_batch_size
         if not (self.engine.min_batch <= self.engine.opt_batch <= mbs):
             raise ValueError(f"engine.min_batch ({self.engine.min_batch}) <= engine.opt_batch "
@@ -336,16 +323,21 @@ def load_spec(path: Path) -> BuildSpec:
 
 
 def _check_source_files(spec: BuildSpec, raw: dict, path: Path) -> None:
-    """A missing checkpoint or ONNX file is a spec error, found before anything is built."""
+    """A missing checkpoint, ONNX file or Hugging Face folder is a spec error, found before anything is built."""
+    needed = {("torchvision", "checkpoint"), ("timm", "checkpoint"), ("module", "checkpoint"),
+              ("onnx", "onnx"), ("huggingface", "path")}
     for i, m in enumerate(spec.models):
-        for field in ("checkpoint", "onnx"):
-            needed = (m.source.kind, field) in (("torchvision", "checkpoint"), ("onnx", "onnx"))
+        for field in ("checkpoint", "onnx", "path"):
             file = getattr(m.source, field)
-            if needed and file is not None and not file.is_file():
+            if (m.source.kind, field) not in needed or file is None:
+                continue
+            ok = file.is_dir() and (file / "config.json").is_file() if field == "path" else file.is_file()
+            if not ok:
                 written = raw["models"][i]["source"][field]
                 where = "" if Path(written).is_absolute() else " (relative paths are taken from the spec's folder)"
+                what = "no save_pretrained folder (with config.json) at" if field == "path" else "no such file"
                 raise SpecError(f"{path}: models.{i}.source.{field} = {written!r} (model {m.name!r}): "
-                                f"no such file {file}{where}")
+                                f"{what} {file}{where}")
 
 
 def _resolve_paths(spec: BuildSpec, base: Path) -> BuildSpec:
@@ -354,7 +346,9 @@ def _resolve_paths(spec: BuildSpec, base: Path) -> BuildSpec:
 
     models = []
     for m in spec.models:
-        src = m.source.model_copy(update={"checkpoint": fix(m.source.checkpoint), "onnx": fix(m.source.onnx)})
+        root = (fix(m.source.root) or base) if m.source.kind == "module" else m.source.root
+        src = m.source.model_copy(update={"checkpoint": fix(m.source.checkpoint), "onnx": fix(m.source.onnx),
+                                          "path": fix(m.source.path), "root": root})
         data = m.data.model_copy(update={"train": fix(m.data.train), "val": fix(m.data.val),
                                          "calibration": fix(m.data.calibration)})
         models.append(m.model_copy(update={"source": src, "data": data}))
