@@ -19,20 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from builders.families import reference_preprocess_all, resolve_input  # noqa: E402
-from builders.photos import write_photo_set  # noqa: E402
-from contract.images import load_image_folder, pack_batch  # noqa: E402
-from contract.preprocess import (CpuPreprocessor, parity, read_definition_params, tolerance_for,  # noqa: E402
+from builders.families import reference_preprocess_all, resolve_input
+from builders.photos import write_photo_set
+from contract.images import load_image_folder, pack_batch
+from contract.preprocess import (CpuPreprocessor, parity, read_definition_params, tolerance_for,
                                  with_definition_params, write_definition)
-from contract.spec import Data, Input, ModelSpec, Source  # noqa: E402
+from contract.spec import Data, Input, ModelSpec, Source
 
 COMMAND = "python benchmarks/family_parity.py --out docs/preprocessing/families.json"
 

@@ -13,6 +13,8 @@ Nothing here downloads: timm's pretrained=False, transformers' local_files_only=
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -53,18 +55,25 @@ def factory_code(source: Source) -> Path | None:
 
 
 def import_factory(factory: str, root: Path | None):
-    """The callable `package.module:function` names, imported with `root` first on sys.path."""
+    """The callable `package.module:function` names; its top-level package or module is looked up
+    in `root` first (the spec's folder), without touching sys.path, so the user's code is found
+    next to the spec and nothing else's import path changes."""
     module_name, _, attr = factory.partition(":")
-    added = root is not None and str(root) not in sys.path
-    if added:
-        sys.path.insert(0, str(root))
+    top = module_name.split(".")[0]
     try:
+        if root is not None and top not in sys.modules:
+            spec = importlib.machinery.PathFinder.find_spec(top, [str(root)])
+            if spec is not None and spec.loader is not None:
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[top] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(top, None)
+                    raise
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise ValueError(f"source.factory = {factory!r}: cannot import {module_name!r} from {root} ({err})") from None
-    finally:
-        if added:
-            sys.path.remove(str(root))
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ValueError(f"source.factory = {factory!r}: {module_name} has no callable {attr!r}")

@@ -11,11 +11,8 @@ the logits are decisive enough to compare precisions. The point is serving parit
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 EXAMPLES = Path(__file__).resolve().parent
 
 VIT_SIDE = 224     # the processor's default size; a 7 x 7-patch ViT is still tiny
