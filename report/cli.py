@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from builders.triton_config import write_text_atomic
 from report.collect import ReportInputError, collect
 from report.render import render
 
@@ -32,17 +31,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _write(path: Path, text: str) -> None:
-    """Whole or not at all: a temporary file in the same folder, renamed over the target."""
+    """Whole or not at all (builders.triton_config.write_text_atomic), in a folder made if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_text_atomic(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
