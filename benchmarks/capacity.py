@@ -4,7 +4,7 @@
         --target-images-per-s 20000 --sla-p99-ms 50 --protocol grpc --precision fp32 --batch-size 8 \\
         --machine "2-core CPU dev machine, shared" --json docs/kubernetes/capacity-cpu-dev.json
 
-Input: the JSON of `python -m clients.bench` run against ONE replica at several concurrencies
+Input: the JSON of `python -m benchmarks.bench` run against ONE replica at several concurrencies
 (`--concurrency 1 --concurrency 2 ...`), for the protocol, precision and batch size the clients
 will use. For each measured concurrency it reads the replica's throughput (images/s), the p99
 latency the clients saw, and the requests in flight inside the server, by Little's law
@@ -38,11 +38,11 @@ class CapacityError(ValueError):
 
 def load_points(bench: dict, protocol: str | None = None, precision: str | None = None,
                 batch_size: int | None = None, include_unstable: bool = False) -> list[dict]:
-    """One row per measured concurrency of `bench` (clients.bench JSON) for one protocol,
+    """One row per measured concurrency of `bench` (benchmarks.bench JSON) for one protocol,
     precision and batch size; a filter left None must be unambiguous in the file."""
     points = bench.get("points")
     if not points:
-        raise CapacityError("the benchmark JSON has no 'points' (is it clients.bench output?)")
+        raise CapacityError("the benchmark JSON has no 'points' (is it benchmarks.bench output?)")
     chosen = {"protocol": protocol, "precision": precision, "batch_size": batch_size}
     for key, want in chosen.items():
         values = sorted({p[key] for p in points}, key=str)
@@ -112,7 +112,7 @@ def plan(points: list[dict], target_images_per_s: float, sla_p99_ms: float, head
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bench", type=Path, help="bench.json written by python -m clients.bench (one replica)")
+    p.add_argument("bench", type=Path, help="bench.json written by python -m benchmarks.bench (one replica)")
     p.add_argument("--target-images-per-s", type=float, required=True, help="load the deployment must carry")
     p.add_argument("--sla-p99-ms", type=float, required=True, help="p99 latency per request to meet")
     p.add_argument("--headroom", type=float, default=0.8,

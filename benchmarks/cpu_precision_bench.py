@@ -9,7 +9,7 @@ Models (each built by the builder, cpu target, the same stage cache as `build_al
 * `demo`: build.toml's digits model (MobileNetV3-small trained at build time, 32x32 input);
 * `resnet18`: torchvision's ResNet-18 at 224 with RANDOM weights (torch.manual_seed(0), 10
   classes) saved as a checkpoint -- speed does not depend on the weights; its accuracy means
-  nothing. Its images are synthetic 256x256 JPEGs (benchmarks/jpegs.py), resized to 256 and
+  nothing. Its images are synthetic 256x256 JPEGs (builders/synthetic_jpegs.py), resized to 256 and
   cropped to 224 as ImageNet models are served; calibration uses --calibration-images of them.
 
 Measured for each batch size, in repeats that interleave the precisions (fp32, int8, fp16,
@@ -41,8 +41,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.served_preprocess_bench import server_stats
-from clients.load import ClosedLoop, triton_requests
-from clients.stats import statistics_delta
+from benchmarks.load import ClosedLoop, triton_requests
+from benchmarks.stats import statistics_delta
 from contract import layout
 from contract.images import pack_batch
 from contract.preprocess import CpuPreprocessor
@@ -86,7 +86,7 @@ def _resnet18_inputs(workdir: Path, n_val: int, n_calib: int) -> tuple[Path, Pat
     import torch
     import torchvision
 
-    from benchmarks.jpegs import make_jpegs
+    from builders.synthetic_jpegs import make_jpegs
 
     ckpt = workdir / "resnet18_random_weights.pt"
     if not ckpt.is_file():

@@ -13,7 +13,7 @@ from pathlib import Path
 os.environ.setdefault("DALI_USE_EXEC2", "1")
 import numpy as np
 from benchmarks.gpu_bounds import _definition, environment
-from benchmarks.jpegs import make_jpegs
+from builders.synthetic_jpegs import make_jpegs
 from contract.images import pack_batch
 from contract.preprocess import load_pipeline
 from contract.layout import DALI_INPUT

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.jpegs import make_jpegs
+from builders.synthetic_jpegs import make_jpegs
 from contract.dali_pipeline import exact_bytes
 from contract.images import pack_batch
 

@@ -12,8 +12,7 @@ import tempfile
 from pathlib import Path
 os.environ.setdefault("DALI_USE_EXEC2", "1")
 from benchmarks.gpu_bounds import _definition, dali_case, environment
-from benchmarks.jpegs import make_jpegs
-from contract.images import pack_batch
+from builders.synthetic_jpegs import make_jpegs
 jpegs = make_jpegs(256, 640, 480)
 out = {"command": "python benchmarks/exact_bytes_variants.py " + " ".join(sys.argv[1:]), "environment": environment(), "cases": {}}
 with tempfile.TemporaryDirectory() as tmp:

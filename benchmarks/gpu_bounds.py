@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.jpegs import make_jpegs
+from builders.synthetic_jpegs import make_jpegs
 from contract.layout import DALI_INPUT
 from contract.preprocess import load_pipeline, warmup_batch_sizes, with_definition_params, write_definition
 from contract.spec import Input, Triton

@@ -4,7 +4,7 @@
 
 Writes that benchmark's repository for one model (random weights; hand-chosen defaults from
 contract.spec.Triton: 2 instances, 4 DALI threads, hw_decoder_load 1.0) and its 640x480 JPEGs
-under --work, then runs `python -m serving.config_search` on it with the arguments after `--`
+under --work, then runs `python -m benchmarks.config_search` on it with the arguments after `--`
 (--repository, --ensemble and --data are filled in).
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from benchmarks import gpu_ensemble_bench as geb
-from benchmarks.jpegs import make_jpegs
+from builders.synthetic_jpegs import make_jpegs
 from contract import layout
-from serving.config_search.__main__ import main as search_main
+from benchmarks.config_search.__main__ import main as search_main
 
 
 def main(argv=None) -> int:

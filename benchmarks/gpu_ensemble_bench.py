@@ -9,7 +9,7 @@ it writes a Triton repository with the builder's own pieces (contract.preprocess
 for dali.py, builders.torchscript.script_model for model.pt, builders.triton_config for the configs
 of `<name>_preprocess`, `<name>_<precision>_torch_infer` and the ensemble `<name>_<precision>_torch`),
 serves it with serving.local_server.LocalTritonServer (DALI and PyTorch stand-ins on the instance's
-device) and measures on the same 640x480 JPEGs (benchmarks/jpegs.py):
+device) and measures on the same 640x480 JPEGs (builders/synthetic_jpegs.py):
 
 * served: images/s, p50/p99 per batch x concurrency, from a multi-process gRPC load generator with
   inputs in system shared memory (benchmarks/loadgen.py) that reports its own CPU use; Triton's
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.jpegs import make_jpegs
+from builders.synthetic_jpegs import make_jpegs
 from benchmarks.loadgen import client_cores, run_load
 from benchmarks.server_evidence import GpuSampler, perf_analyzer, server_statistics, step_breakdown
 from builders import triton_config

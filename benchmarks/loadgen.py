@@ -1,13 +1,13 @@
 """A closed-loop gRPC load generator spread over several processes, that reports its own CPU use.
 
-Each of `processes` worker processes runs clients.load's closed loop with `threads` clients
+Each of `processes` worker processes runs benchmarks.load's closed loop with `threads` clients
 (concurrency = processes x threads), each with its own gRPC client. With `shared_memory`, every thread puts its input batches
 once into a system shared-memory region registered with the server, and requests only name the
 region: the server reads the bytes in place, nothing is serialized or copied through gRPC. The
 outputs (logits) are small and come back in the response.
 
 All processes measure the same wall-clock window (epoch seconds decided by the parent), count the
-requests that finished inside it (clients.load's window; figures from clients.stats), and report their CPU seconds in it, so the result
+requests that finished inside it (benchmarks.load's window; figures from benchmarks.stats), and report their CPU seconds in it, so the result
 says whether the load generator itself could have been the limit (client CPU busy ~ cores it has).
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clients.load import ClosedLoop, LoadError
-from clients.stats import percentile, throughput
+from benchmarks.load import ClosedLoop, LoadError
+from benchmarks.stats import percentile, throughput
 
 
 @dataclass
@@ -38,7 +38,7 @@ class LoadResult:
     shared_memory: bool
 
     def pct(self, q: float) -> float | None:
-        """Latency (ms) at quantile q (0..1): clients.stats.percentile, as every other load figure."""
+        """Latency (ms) at quantile q (0..1): benchmarks.stats.percentile, as every other load figure."""
         return percentile(self.latencies_ms, 100 * q)
 
     @property
@@ -53,7 +53,7 @@ def _cpu_s() -> float:
 
 
 class _GrpcRequester:
-    """One gRPC client for clients.load's loop; with shared memory, every batch is put once into a
+    """One gRPC client for benchmarks.load's loop; with shared memory, every batch is put once into a
     system shared-memory region registered with the server, and a request only names its region."""
 
     def __init__(self, url: str, model: str, input_name: str, output_name: str, batches: list[np.ndarray],
@@ -102,7 +102,7 @@ class _GrpcRequester:
 
 
 def _worker(url, model, input_name, output_name, batches, threads, window, go, shm, queue):
-    """One process: clients.load's closed loop with `threads` gRPC clients, on the wall clock so
+    """One process: benchmarks.load's closed loop with `threads` gRPC clients, on the wall clock so
     that every process cuts the same window."""
     loop = ClosedLoop(lambda _i: _GrpcRequester(url, model, input_name, output_name, batches, shm), batches,
                       threads, clock=time.time)

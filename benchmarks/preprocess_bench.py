@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.jpegs import make_jpegs
+from builders.synthetic_jpegs import make_jpegs
 from benchmarks.preprocess_baselines import dataloader_rates, pil_loop, repeat
 from benchmarks.preprocess_report import plot, print_table
 from contract.layout import DALI_INPUT

@@ -8,7 +8,7 @@ resize 256, crop 224, no GPU needed) into a temporary Triton repository holding 
 (config from `builders.triton_config.preprocess_config(spec, "gpu")`: KIND_GPU, the spec's instance
 count, num_threads), starts `serving.local_server.LocalTritonServer` on it (the python DALI stand-in
 runs the pipeline on the instance's GPU) and measures, on the same 640x480 JPEGs
-(`benchmarks/jpegs.py`), each batch = max_batch_size, zero-padded as clients send them:
+(`builders/synthetic_jpegs.py`), each batch = max_batch_size, zero-padded as clients send them:
 
 * in-process, GPU-resident: the same model.dali deserialized here, as many pipelines as the
   server has instances, output left on the GPU (the figure docs/gpu_preprocess.md reports);
@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.jpegs import make_jpegs
+from builders.synthetic_jpegs import make_jpegs
 from benchmarks.preprocess_baselines import repeat
 from benchmarks.preprocess_bench import dali_gpu_support, environment, timed_loops
 from builders import triton_config
-from clients.load import ClosedLoop, triton_requests
-from clients.stats import per_request_ms, percentile, statistics_delta
+from benchmarks.load import ClosedLoop, triton_requests
+from benchmarks.stats import per_request_ms, percentile, statistics_delta
 from contract import layout
 from contract.images import pack_batch
 from contract.preprocess import serialize
@@ -124,7 +124,7 @@ def in_process_rate(dali_file: Path, device_id, threads: int, batch: int, instan
 
 def served_rate(url: str, model: str, requests: list[np.ndarray], concurrency: int, seconds: float,
                 warmup: float) -> dict:
-    """The preprocessing model under `concurrency` closed-loop gRPC clients (clients.load): images/s,
+    """The preprocessing model under `concurrency` closed-loop gRPC clients (benchmarks.load): images/s,
     requests and latency of the measured window; each output tensor is read into client memory."""
     w = ClosedLoop(triton_requests(url, "grpc", model, preprocess=True, timeout_s=120), requests,
                    concurrency).run(seconds, warmup)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.stats import percentile, statistics_delta
+from benchmarks.stats import percentile, statistics_delta
 from contract import layout
 
 

@@ -4,7 +4,7 @@
     python benchmarks/soak.py --quick                                     # 60 s
 
 Starts serving.local_server.LocalTritonServer on the repository (default model_repository/cpu),
-then `--concurrency` closed-loop clients (clients.load: threads, one TritonClient each, HTTP by default) send
+then `--concurrency` closed-loop clients (benchmarks.load: threads, one TritonClient each, HTTP by default) send
 requests of `--batch` real validation images (the manifest's data.val) back to back for
 `--duration` seconds. Every `--sample` seconds it records the resident memory (VmRSS) of
 tritonserver and of every python backend stub (named by its model), and the requests finished,
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.load import ClosedLoop, triton_requests
-from clients.stats import throughput
+from benchmarks.load import ClosedLoop, triton_requests
+from benchmarks.stats import throughput
 from contract import layout
 from contract.manifest import load_manifest
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from clients.connection import API_KEY_ENV, API_KEY_HEADER, DEFAULT_PORTS, LOCAL_SERVER_HINT, read_api_key, split_url
+from clients.connection import DEFAULT_PORTS, LOCAL_SERVER_HINT, read_api_key, split_url
 from clients.connection import tritonclient_module
 from clients.errors import (ApiRestricted, BatchTooLarge, ConnectionLost, ModelNotReady, RequestTimeout,
                             ServerNotReady, ServerUnavailable, TritonClientError, UnknownModel, is_connection_error,
@@ -16,6 +16,7 @@ from clients.errors import (ApiRestricted, BatchTooLarge, ConnectionLost, ModelN
 from clients.hints import wrong_protocol
 from clients.results import ModelInfo
 from clients.shm import ShmRegions
+from contract.auth import API_KEY_ENV, request_header
 from contract.images import pack_batch
 
 
@@ -56,7 +57,7 @@ class ClientBase:
         self.ca_cert, self.client_cert, self.client_key = ca_cert, client_cert, client_key
         key = api_key or os.environ.get(API_KEY_ENV) or read_api_key(self.url)
         # Triton's gRPC endpoint looks for the key under this prefix (its HTTP endpoint does not).
-        header = f"triton-grpc-protocol-{API_KEY_HEADER}" if protocol == "grpc" else API_KEY_HEADER
+        header = request_header(protocol)
         self._headers = {header: key} if key else None
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)

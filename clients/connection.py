@@ -1,10 +1,9 @@
 """Where the server is and which tritonclient module talks to it, plus the command-line flags
-for that, shared by clients.infer, clients.verify and clients.bench.
+for that, shared by clients.infer, clients.verify and benchmarks.bench.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from contract.auth import API_KEY_ENV, API_KEY_HEADER, key_file
 
 PROTOCOLS = ("http", "grpc")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
@@ -13,9 +12,6 @@ LOCAL_SERVER_HINT = ("Start the local server with `tik-serve --repository model_
                      "or pass the server's address with --url.")
 
 
-# The header (gRPC: metadata key) the local launcher's restricted APIs ask for (docs/hardening.md).
-API_KEY_HEADER = "triton-api-key"
-API_KEY_ENV = "TRITON_API_KEY"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 # Schemes that mean TLS; the others plain text. A TLS URL is never served over plain text.
 TLS_SCHEMES = ("https://", "grpcs://")
@@ -46,12 +42,6 @@ def normalize_url(url: str | None, protocol: str) -> str:
     return url
 
 
-def api_key_dir() -> Path:
-    """Private folder (0700) where the local launcher leaves each server's API key as <port>.key."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or str(Path.home() / ".cache")
-    return Path(base) / "triton-image-toolkit" / "keys"
-
-
 def read_api_key(url: str) -> str | None:
     """The key of a local server started by serving.local_server on url's port, if its key file
     is there (readable by the same user only); None for other hosts or no file."""
@@ -59,7 +49,7 @@ def read_api_key(url: str) -> str | None:
     if host not in LOCAL_HOSTS or not port.isdigit():
         return None
     try:
-        return (api_key_dir() / f"{port}.key").read_text().strip() or None
+        return key_file(port).read_text().strip() or None
     except OSError:
         return None
 

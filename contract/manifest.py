@@ -258,7 +258,7 @@ LIVE_CONFIGS = "live_configs"
 @dataclass(frozen=True)
 class LiveConfig:
     """Which serving configs of one target are live, as config search wrote them back
-    (serving.config_search, docs/config_search.md). Paths are relative to the manifest's folder.
+    (benchmarks.config_search, docs/config_search.md). Paths are relative to the manifest's folder.
 
     target: cpu or gpu; ensemble: the ensemble searched; models: the models whose config.pbtxt
     (and dali.py) it rewrote; live: folder with copies of the configs now in the target;

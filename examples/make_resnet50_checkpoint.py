@@ -7,7 +7,7 @@ weights and a small labeled image folder of 640x480 JPEGs.
 No pretrained weights can be downloaded on this project's machines, so the network is torchvision's
 ResNet-50 with its own random initialization (seeded): its logits and timings are real, its accuracy is
 meaningless (accuracy figures stay with the demo). The images are the synthetic photographs of
-benchmarks/jpegs.py, sorted into `--classes` folders only so that the build has an ImageFolder to
+builders/synthetic_jpegs.py, sorted into `--classes` folders only so that the build has an ImageFolder to
 validate and warm up with; the class head has that many outputs (compute differs from the 1000-class
 head by < 0.1 %).
 """
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     import torch
     import torchvision
 
-    from benchmarks.jpegs import natural_jpeg
+    from builders.synthetic_jpegs import natural_jpeg
 
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)

@@ -3,10 +3,10 @@
     python load_tests/compare_bench.py --users 4 --batch-size 8 --protocol grpc --precision fp32
 
 Answers "does Locust (gevent, one process) generate the load we think it does?": if the Locust
-users reach at least ~90 % of what clients.bench reaches with as many closed-loop threads, the
+users reach at least ~90 % of what benchmarks.bench reaches with as many closed-loop threads, the
 load test is limited by the server, not by itself. One run of each, back to back:
 
-1. clients.bench's measure_point: `--users` threads, stability-windowed (as `python -m clients.bench`).
+1. benchmarks.bench's measure_point: `--users` threads, stability-windowed (as `python -m benchmarks.bench`).
 2. `locust --headless -u <users>` with this repository's locustfile and --request-log; throughput is
    the successful requests that end inside the steady part of the run (after every user has started
    plus --warmup seconds, before the last --warmup seconds), per second.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from clients.stats import latency_ms, throughput
+from benchmarks.stats import latency_ms, throughput
 from contract import layout
 from contract.manifest import load_manifest
 
@@ -53,7 +53,7 @@ def locust_throughput(log_file: Path, warmup_s: float) -> dict:
         raise RuntimeError(f"the steady window is {hi - lo:.2f} s; run longer (--seconds) or shorten --warmup")
     inside = [(end - start, ok) for start, end, _u, ok in rows if lo <= end < hi]
     ok_latencies = [lat for lat, ok in inside if ok]
-    # The same figures as clients.bench's (clients.stats): successful requests per second of the window.
+    # The same figures as benchmarks.bench's (benchmarks.stats): successful requests per second of the window.
     return {"requests_per_s": throughput(len(ok_latencies), 0, hi - lo)["requests_per_s"], "window_s": hi - lo,
             "requests": len(inside), "failures": len(inside) - len(ok_latencies), "total_requests": len(rows),
             "latency_ms": latency_ms(ok_latencies)}
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare(args, urls: dict) -> int:
-    from clients.bench import measure_point
+    from benchmarks.bench import measure_point
     from clients.triton import TritonClient
     from contract.images import load_image_folder, request_pool
 
@@ -126,7 +126,7 @@ def _compare(args, urls: dict) -> int:
         raise SystemExit(f"error: {args.manifest} bundles no validation images for {args.model}; pass --data")
     encoded = load_image_folder(data).encoded(args.images)
     bs = args.batch_size
-    # The same pool the locustfile builds (load_tests/scenario.py) and clients.bench builds.
+    # The same pool the locustfile builds (load_tests/scenario.py) and benchmarks.bench builds.
     pool = request_pool(encoded, bs)
     model = layout.ensemble_model(args.model, args.precision)
 

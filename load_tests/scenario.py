@@ -188,7 +188,7 @@ class Scenario:
         return sc
 
     def _build_pools(self) -> None:
-        # Requests carry `bs` different images, cycling through the set, as clients.bench does, so the
+        # Requests carry `bs` different images, cycling through the set, as benchmarks.bench does, so the
         # two measure the same work. Padded once here: the users only send.
         encoded = [f.read_bytes() for f in self.files]
         names = [str(f.relative_to(self.images_root)) for f in self.files]

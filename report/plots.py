@@ -111,7 +111,7 @@ def served_vs_in_process(batches: list[dict]) -> str:
 
 
 def pareto(search: dict) -> str:
-    from serving.config_search.report import pareto as front_of
+    from benchmarks.config_search.report import pareto as front_of
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=80)

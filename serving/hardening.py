@@ -23,7 +23,7 @@ import secrets
 import signal
 from pathlib import Path
 
-from clients.connection import API_KEY_HEADER, api_key_dir
+from contract.auth import API_KEY_HEADER, api_key_dir, key_file
 
 STACK_BYTES = 64 * 1024 * 1024
 RESTRICTED_APIS = ("model-repository", "shared-memory", "logging", "trace")
@@ -121,7 +121,7 @@ class ServerRecord:
 
     def write_key(self, key: str, ports: list[int]) -> None:
         for port in ports:
-            path = api_key_dir() / f"{port}.key"
+            path = key_file(port)
             _write_private(path, key + "\n")
             self.key_files.append(path)
 

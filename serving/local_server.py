@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from clients.connection import API_KEY_ENV
+from contract.auth import API_KEY_ENV
 from serving import hardening
 from serving.server_process import LocalTritonServer, free_port
 from serving.server_setup import (ServerError, default_cache_dir, prepare_backend_dir, pytriton_root,

@@ -183,7 +183,7 @@ def test_verify_fails_on_impossible_threshold(server, manifest_path, capsys):
 
 
 def test_bench_short_run_matches_server_statistics(server, manifest_path, name, tmp_path, capsys):
-    from clients import bench
+    from benchmarks import bench
 
     model = layout.ensemble_model(name, "fp32")
     with TritonClient(server.http_url) as stats:
@@ -221,7 +221,8 @@ def test_bench_short_run_matches_server_statistics(server, manifest_path, name, 
 # --- what a newcomer trips on (issue 15) ------------------------------------------------------------
 
 def test_unknown_model_is_reported_as_typed_with_what_is_served(server, name, val, capsys):
-    from clients import bench, infer
+    from benchmarks import bench
+    from clients import infer
 
     image = str(val.files[0])
     assert infer.main([image, *_conn(server), "--model", f"{name}_fp64"]) == 2

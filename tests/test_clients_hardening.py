@@ -1,6 +1,6 @@
 """The clients under faults (issue 13, docs/hardening.md), against real local tritonservers:
 clients.infer reports every file; --retries and --timeout bound the readiness wait and requests as
-their help says; a request in flight when the server dies says so; clients.bench records a failed
+their help says; a request in flight when the server dies says so; benchmarks.bench records a failed
 point and writes the rest; TLS for real (gRPC TLS with mutual authentication served by tritonserver
 itself, HTTPS through a TLS proxy in front of it), never silently plain text.
 """
@@ -190,7 +190,7 @@ def test_request_in_flight_when_server_dies_says_what_happened(repo_root, val):
 def test_bench_marks_failed_point_and_writes_what_it_measured(repo_root, tmp_path):
     srv = _victim(repo_root)
     out = tmp_path / "bench"
-    cmd = [sys.executable, "-m", "clients.bench", "--url", srv.http_url, "--manifest",
+    cmd = [sys.executable, "-m", "benchmarks.bench", "--url", srv.http_url, "--manifest",
            str(repo_root / layout.MANIFEST_FILE), "--protocol", "http", "--precision", "fp32",
            "--batch-size", "1", "--batch-size", "8", "--max-windows", "3", "--window", "0.3",
            "--timeout", "5", "--retries", "1", "--no-preprocess-comparison", "--out", str(out)]

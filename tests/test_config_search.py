@@ -1,4 +1,4 @@
-"""serving.config_search end to end: a 2-point search on the demo's fp32 ensemble, a real local
+"""benchmarks.config_search end to end: a 2-point search on the demo's fp32 ensemble, a real local
 server per candidate, write-back with backup and the manifest's live_configs record."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import shutil
 
 from contract.manifest import load_manifest
-from serving.config_search import space
-from serving.config_search.__main__ import main
+from benchmarks.config_search import space
+from benchmarks.config_search.__main__ import main
 
 
 SLOW_DELAY_US = 300_000   # the copy's default: every request waits 0.3 s for a batch that never fills

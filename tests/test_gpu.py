@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.jpegs import natural_jpeg
+from builders.synthetic_jpegs import natural_jpeg
 from contract import layout
 from contract.images import pack_batch
 from contract.layout import DALI_INPUT
@@ -273,7 +273,7 @@ def test_batch_order_does_not_slow_the_max_batch(tmp_path):
     then given one batch of 1 runs batch 128 within 10 % of a fresh pipeline, with the executor
     dali_backend uses (issue 22: after a first batch of 1, batch 128 ran at about a quarter)."""
     from benchmarks.gpu_bounds import _definition, dali_case
-    from benchmarks.jpegs import make_jpegs
+    from builders.synthetic_jpegs import make_jpegs
     from contract.spec import Triton
 
     t = Triton()

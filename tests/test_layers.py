@@ -6,7 +6,11 @@ needs nothing installed and sees imports that a run would only reach on some pat
 
 Layers, bottom to top (contract/__init__.py says what each holds):
 
-    contract -> runners -> builders -> clients -> serving -> load_tests | benchmarks -> report | scripts | examples
+    contract -> runners -> builders -> clients -> serving -> benchmarks -> load_tests -> report | scripts | examples
+
+benchmarks/ is the measuring room: the load driver, statistics, the bench, in-process references,
+config search, soak and capacity sit there, above the client library and the server, so neither of
+those imports measuring code.
 
 A module may import its own package and any package below it, never one above, and packages
 on the same layer do not import each other.
@@ -20,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"contract": 0, "runners": 1, "builders": 2, "clients": 3, "serving": 4,
-          "load_tests": 5, "benchmarks": 5, "report": 6, "scripts": 6, "examples": 6}
+          "benchmarks": 5, "load_tests": 6, "report": 7, "scripts": 7, "examples": 7}
 MAX_LINES = 400
 REASON = "# Over 400 lines"
 

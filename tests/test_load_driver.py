@@ -1,4 +1,4 @@
-"""clients.stats (the one definition of the load figures) and clients.load (the one load driver):
+"""benchmarks.stats (the one definition of the load figures) and benchmarks.load (the one load driver):
 percentiles are numpy's, throughput is counts over the window, and every request the driver sends
 is one the real local server counts in its inference statistics."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clients import stats
+from benchmarks import stats
 from contract import layout
 from contract.images import pack_batch
 
@@ -70,7 +70,7 @@ def served(repo_root):
 @pytest.mark.server
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_driver_request_count_equals_the_servers(served, protocol):
-    from clients.load import ClosedLoop, triton_requests
+    from benchmarks.load import ClosedLoop, triton_requests
     from clients.triton import TritonClient
 
     server, model, encoded = served
@@ -97,7 +97,7 @@ def test_driver_request_count_equals_the_servers(served, protocol):
 
 @pytest.mark.server
 def test_driver_reports_a_failing_model_before_counting(served):
-    from clients.load import ClosedLoop, LoadError, triton_requests
+    from benchmarks.load import ClosedLoop, LoadError, triton_requests
 
     server, model, encoded = served
     loop = ClosedLoop(triton_requests(server.http_url, "http", model + "_nope", timeout_s=10, retries=0),

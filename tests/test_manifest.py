@@ -197,7 +197,7 @@ def test_moved_repository_verifies(moved_server, moved_repo, tmp_path, capsys):
 
 @pytest.mark.server
 def test_moved_repository_benches(moved_server, moved_repo, tmp_path, capsys):
-    from clients import bench
+    from benchmarks import bench
 
     rc = bench.main(["--url", moved_server.http_url, "--grpc-url", moved_server.grpc_url, "--manifest",
                      str(moved_repo / layout.MANIFEST_FILE), "--precision", "fp32", "--batch-size", "4",

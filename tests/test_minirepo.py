@@ -49,7 +49,7 @@ def test_repository_holds_the_spec_models(tiny):
 
 
 def test_its_models_classify_the_bundled_images_better_than_chance(tiny):
-    from serving.bench_local import InProcess
+    from benchmarks.bench_local import InProcess
 
     images = load_image_folder(load_manifest(tiny).model("digits").val)
     encoded = images.encoded()

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.browser import Browser, INSTALL_HINT, chromium_binary
-from clients import bench, verify
+from benchmarks import bench
+from clients import verify
 from report import cli
 from serving.local_server import LocalTritonServer, free_port
 

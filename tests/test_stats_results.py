@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from clients import stats
+from benchmarks import stats
 from clients.results import softmax_top_k
 
 FAST = settings(max_examples=60, deadline=None)

@@ -161,7 +161,8 @@ def test_torch_engine_rejects_a_wrong_shape_and_keeps_serving(torch_server):
 
 @pytest.mark.server
 def test_verify_and_bench_select_the_torch_twin(torch_server, built_repo, tmp_path, capsys):
-    from clients import bench, verify
+    from benchmarks import bench
+    from clients import verify
 
     out = tmp_path / "verify.json"
     rc = verify.main(["--url", torch_server.http_url, "--protocol", "http", "--backend", "torch",

@@ -16,7 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from builders import triton_config
 from contract import layout
 from contract.manifest import load_manifest, manifest_file, write_manifest
-from serving.config_search import space, writeback
+from benchmarks.config_search import space, writeback
 
 STEPS = ("m_pre", "m_infer")
 

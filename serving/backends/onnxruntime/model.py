@@ -68,7 +68,7 @@ class TritonPythonModel:
         opts.intra_op_num_threads = int(threads) if threads.strip() else 0
         # ONNX Runtime's workers spin after each run by default. Here they share the cores with the
         # DALI stand-in's process, and spinning halves the ensemble's throughput on a 2-core machine
-        # (measured: serving/bench_local.py); a config parameter of the same name overrides it.
+        # (measured: benchmarks/bench_local.py); a config parameter of the same name overrides it.
         spin = self.config.get("parameters", {}).get("session.intra_op.allow_spinning", {}).get("string_value", "0")
         opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         # The model is read into memory once and the session built from those bytes: nothing on disk

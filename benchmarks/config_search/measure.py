@@ -1,6 +1,6 @@
 """Measuring one candidate: its configs written into a private copy of the repository, a local
 tritonserver started on that copy (explicit model control, only the ensemble and its steps), and
-clients.bench.measure_point at each named concurrency."""
+benchmarks.bench.measure_point at each named concurrency."""
 from __future__ import annotations
 
 import shutil
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.bench import measure_point
+from benchmarks.bench import measure_point
 from clients.infer import collect_images
 from clients.triton import TritonClient, TritonClientError
 from contract.images import IMAGE_SUFFIXES
-from serving.config_search.space import Config, apply_config, ensemble_steps
-from serving.config_search.strategy import Score
+from benchmarks.config_search.space import Config, apply_config, ensemble_steps
+from benchmarks.config_search.strategy import Score
 from serving.local_server import LocalTritonServer, ServerError, free_port
 
 

@@ -1,4 +1,4 @@
-"""What clients.bench writes: bench.json, bench.csv and the two plots, and the in-process DALI vs
+"""What benchmarks.bench writes: bench.json, bench.csv and the two plots, and the in-process DALI vs
 PIL preprocessing comparison printed beside the sweep.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clients._bench_point import role as _role
-from clients.stats import PHASES
+from benchmarks._bench_point import role as _role
+from benchmarks.stats import PHASES
 
 
 def preprocess_comparison(dali_file: Path, inp: dict, encoded: list[bytes], min_s: float, threads: int = 2) -> dict:

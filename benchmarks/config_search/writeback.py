@@ -11,7 +11,7 @@ from pathlib import Path
 
 from contract import layout
 from contract.manifest import LiveConfig, manifest_file, record_live_config
-from serving.config_search.space import Config, apply_config
+from benchmarks.config_search.space import Config, apply_config
 
 BACKUP_DIR = "config_search"   # <manifest folder>/config_search/<target>-<UTC stamp>/{previous,live}/
 

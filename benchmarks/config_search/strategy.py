@@ -1,4 +1,4 @@
-"""Coordinate descent over the axes of serving.config_search.space.
+"""Coordinate descent over the axes of benchmarks.config_search.space.
 
 Why not the full grid: two models x (3 instance counts x 4 delays x 2 preferred lists), plus two
 DALI knobs on the gpu target, is hundreds of configurations at tens of seconds each. The knobs act
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from serving.config_search.space import Axis, Config, config_key
+from benchmarks.config_search.space import Axis, Config, config_key
 
 
 @dataclass(frozen=True)

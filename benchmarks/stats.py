@@ -1,14 +1,14 @@
 """The one place where load figures are computed: latency percentiles, throughput, and the change
 in Triton's own statistics between two snapshots.
 
-Every load generator of the project (clients.bench, the served-vs-in-process benchmarks, the Locust
+Every load generator of the project (benchmarks.bench, the served-vs-in-process benchmarks, the Locust
 comparison, the GPU benchmarks, the soak) reports through these functions, so a "p99" or an
 "images/s" means the same thing wherever it is printed:
 
 * a percentile is numpy's default (linear interpolation between the closest ranks), of the
   latencies of the requests counted in the measurement window;
 * throughput is the requests (or images) counted in the window divided by the window's length;
-* a request counts in a window when it ended inside it (clients.load records the end times).
+* a request counts in a window when it ended inside it (benchmarks.load records the end times).
 """
 from __future__ import annotations
 

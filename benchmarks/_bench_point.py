@@ -1,6 +1,6 @@
-"""One point of clients.bench: `concurrency` closed-loop clients (clients.load) on one model and
+"""One point of benchmarks.bench: `concurrency` closed-loop clients (benchmarks.load) on one model and
 batch size, measured in windows until three agree (perf_analyzer's stability rule), with Triton's
-own statistics over the same windows. Figures come from clients.stats.
+own statistics over the same windows. Figures come from benchmarks.stats.
 """
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from clients.load import ClosedLoop, LoadError, triton_requests
-from clients.stats import PHASES, statistics_delta
+from benchmarks.load import ClosedLoop, LoadError, triton_requests
+from benchmarks.stats import PHASES, statistics_delta
 
 
 
@@ -59,7 +59,7 @@ def _stable(values: list[float], tol: float) -> bool:
 def measure_point(url: str | None, protocol: str, model: str, batches: list[np.ndarray], concurrency: int,
                   window_s: float, max_windows: int, stability: float, timeout_s: float, stats_client,
                   steps: list[str], client_kw: dict | None = None) -> dict:
-    """One sweep point (see clients.bench): `concurrency` clients send `batches` (uint8 [N, bytes],
+    """One sweep point (see benchmarks.bench): `concurrency` clients send `batches` (uint8 [N, bytes],
     round robin) to `model` at `url` over `protocol`; windows of `window_s` seconds (stretched to
     hold ~8 requests per client) until three agree within `stability` or `max_windows` passed.
     timeout_s: per-request timeout; stats_client: a TritonClient whose statistics() is read around

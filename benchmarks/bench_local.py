@@ -1,7 +1,7 @@
 """Served vs in-process throughput on this machine, in one run.
 
-    python -m serving.bench_local [--repository model_repository/cpu] [--precision fp32]
-    python -m serving.bench_local --tiny          # no built repository: a small one (serving.minirepo)
+    python -m benchmarks.bench_local [--repository model_repository/cpu] [--precision fp32]
+    python -m benchmarks.bench_local --tiny          # no built repository: a small one (serving.minirepo)
 
 Both sides run the repository's own artifacts: dali.py through DALI on CPU, then model.onnx
 through ONNX Runtime, with the thread counts the configs give the server. The served side goes
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from builders import triton_config
-from clients.load import ClosedLoop, triton_requests
+from benchmarks.load import ClosedLoop, triton_requests
 from contract import layout
 from contract.images import pack_batch
 from contract.preprocess import CpuPreprocessor
@@ -86,12 +86,12 @@ class InProcess:
 
 def _served_rate(url: str, protocol: str, model: str, batches: list[np.ndarray], concurrency: int,
                  seconds: float, warmup: float) -> float:
-    """Images/s with `concurrency` clients each sending requests back to back (clients.load)."""
+    """Images/s with `concurrency` clients each sending requests back to back (benchmarks.load)."""
     return ClosedLoop(triton_requests(url, protocol, model), batches, concurrency).run(seconds, warmup).images_per_s
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m serving.bench_local", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_local", description=__doc__.split("\n\n")[0])
     ap.add_argument("--repository", type=Path, default=Path("model_repository/cpu"),
                     help="the cpu repository to serve and to run in-process (default: %(default)s)")
     ap.add_argument("--tiny", action="store_true",
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None,
                     help="also write the figures as JSON to this file, with the command that made them")
     args = ap.parse_args(argv)
-    command = shlex.join(["python", "-m", "serving.bench_local", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "benchmarks.bench_local", *(sys.argv[1:] if argv is None else argv)])
 
     from rich.console import Console
     from rich.table import Table

@@ -1,11 +1,11 @@
 """Throughput and latency of the served ensembles across batch sizes, precisions, protocols and concurrency.
 
-    python -m clients.bench                       # short sweep (under a minute on 2 cores)
-    python -m clients.bench --thorough            # every batch size 1..max, concurrency 1/2/4, longer windows
-    python -m clients.bench --protocol grpc --precision fp16 --batch-size 1 --batch-size 32 --concurrency 4
+    python -m benchmarks.bench                       # short sweep (under a minute on 2 cores)
+    python -m benchmarks.bench --thorough            # every batch size 1..max, concurrency 1/2/4, longer windows
+    python -m benchmarks.bench --protocol grpc --precision fp16 --batch-size 1 --batch-size 32 --concurrency 4
 
 Each point (protocol x precision x batch size x concurrency) runs `concurrency` closed-loop clients
-(clients.load: threads, one TritonClient each) that send the same kind of request back to back:
+(benchmarks.load: threads, one TritonClient each) that send the same kind of request back to back:
 `batch` encoded images of the image set, zero-padded, one request. Time is cut into windows; a point is stable when
 three consecutive windows agree within --stability (10 %) on both throughput and mean latency, as
 perf_analyzer does, or it stops at --max-windows and is flagged unstable. Figures come from the last
@@ -29,8 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-from clients._bench_output import preprocess_comparison, write_outputs
-from clients._bench_point import breakdown, measure_point, short as _short
+from benchmarks._bench_output import preprocess_comparison, write_outputs
+from benchmarks._bench_point import breakdown, measure_point, short as _short
 from clients import provenance
 from contract import layout
 from contract.manifest import ManifestError, load_manifest, manifest_file
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     from clients.repository import add_backend_argument
 
     p = argparse.ArgumentParser(
-        prog="python -m clients.bench",
+        prog="python -m benchmarks.bench",
         description="Sweep batch sizes x precisions x protocols x concurrency against a Triton server; stability-"
                     "windowed throughput and latency percentiles, Triton's per-step server breakdown, and DALI vs "
                     "PIL preprocessing. Writes CSV, JSON and PNG plots.")

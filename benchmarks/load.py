@@ -11,7 +11,7 @@ then on it sends its next batch as soon as the last answer came back. Thread i s
 i, i+N, i+2N, ... of the list (round robin), so N threads cover the list once per N turns.
 
 Every answered request is recorded with its end time (on `clock`), latency and image count; a
-window [lo, hi) holds the requests that ended inside it, and all figures come from clients.stats.
+window [lo, hi) holds the requests that ended inside it, and all figures come from benchmarks.stats.
 An error stops the loop (`stop_on_error`, the default: a benchmark with failures means nothing)
 or is recorded with its end time and the thread goes on (a soak counts errors over time).
 """
@@ -25,7 +25,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from clients import stats
+from benchmarks import stats
 
 
 class Requester(Protocol):

@@ -1,4 +1,4 @@
-"""python -m serving.config_search: search, report, write back, confirm (see the package docstring)."""
+"""python -m benchmarks.config_search: search, report, write back, confirm (see the package docstring)."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from contract.images import request_pool
-from serving.config_search import measure as m, report, space, writeback
-from serving.config_search.strategy import Score, coordinate_descent
+from benchmarks.config_search import measure as m, report, space, writeback
+from benchmarks.config_search.strategy import Score, coordinate_descent
 
 
 KNOBS = ("instances", "delay_us", "preferred", "num_threads", "hw_decoder_load")
@@ -37,7 +37,7 @@ def _loads(text: str) -> tuple[float, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.config_search", description=(
+    p = argparse.ArgumentParser(prog="python -m benchmarks.config_search", description=(
         "Find the fastest serving configuration of an ensemble whose p99 stays under an SLA, by coordinate "
         "descent over per-model instance count, max queue delay, preferred batch sizes (and DALI num_threads, "
         "hw_decoder_load on the gpu target), each measured on a local tritonserver serving a private copy of "
