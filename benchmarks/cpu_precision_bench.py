@@ -40,6 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from benchmarks.results_file import write_result
 from benchmarks.served_preprocess_bench import server_stats
 from benchmarks.load import ClosedLoop, triton_requests
 from benchmarks.stats import statistics_delta
@@ -275,9 +276,7 @@ def main(argv=None) -> int:
             print(line, flush=True)
     result["load_after"] = os.getloadavg()
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_result(args.out, result)
     return 0
 
 

@@ -10,7 +10,6 @@ machine (CPU only); the GPU figures are in docs/gpu_ensemble.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.results_file import write_result
 from builders.synthetic_jpegs import make_jpegs
 from contract.dali_pipeline import exact_bytes
 from contract.images import pack_batch
@@ -79,8 +79,7 @@ def main(argv=None) -> int:
            "padded_ms_per_batch": float(np.median(plain)), "exact_bytes_ms_per_batch": float(np.median(trimmed)),
            "rounds": {"padded": plain, "exact_bytes": trimmed}}
     out["added_ms_per_batch"] = out["exact_bytes_ms_per_batch"] - out["padded_ms_per_batch"]
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(out, indent=2) + "\n")
+    write_result(a.out, out, quiet=True)
     print(f"batch {a.batch}: padded rows {out['padded_ms_per_batch']:.2f} ms, exact bytes "
           f"{out['exact_bytes_ms_per_batch']:.2f} ms (+{out['added_ms_per_batch']:.2f} ms)")
     return 0

@@ -17,7 +17,6 @@ bicubic (which widens its filter when downscaling). No network runs: only transf
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 
+from benchmarks.results_file import write_result
 from builders.families import reference_preprocess_all, resolve_input
 from builders.photos import write_photo_set
 from contract.images import load_image_folder, pack_batch
@@ -107,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                            "transformers": transformers.__version__},
               "done_when_bounds": {"mean": 1.0, "p99": 4.0}, "build_tolerance": {"bilinear": tolerance_for("cpu"), "bicubic or huggingface": tolerance_for("cpu", "bicubic")},
               "cases": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_result(args.out, report, indent=1, quiet=True)
     return 0
 
 

@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.results_file import write_result
 from builders.synthetic_jpegs import make_jpegs
 from contract.layout import DALI_INPUT
 from contract.preprocess import load_pipeline, warmup_batch_sizes, with_definition_params, write_definition
@@ -88,6 +89,20 @@ def _definition(tmp: Path, batch: int, threads: int, hw_decoder_load: float, ove
     return path
 
 
+def _timed(loop, workers: int, seconds: float, finish=None) -> float:
+    """Run loop(w, deadline) on `workers` threads, w = 0..workers-1, until `seconds` from now; then
+    `finish()` (e.g. wait for the GPU); returns the seconds it all took."""
+    start = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(w, start + seconds)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if finish:
+        finish()
+    return time.perf_counter() - start
+
+
 def _run(pipe, rows) -> None:
     pipe.feed_input(DALI_INPUT, rows)
     pipe.run()
@@ -122,14 +137,8 @@ def dali_case(dali_file: Path, executor: str, before, batch: int, pipelines: int
             counts[w] += batch
             i += 1
 
-    start = time.perf_counter()
-    workers = [threading.Thread(target=loop, args=(w, start + seconds)) for w in range(pipelines)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    torch.cuda.synchronize()   # every stream of this process: DALI's work is done
-    elapsed = time.perf_counter() - start
+    # torch.cuda.synchronize: every stream of this process, so DALI's work is done.
+    elapsed = _timed(loop, pipelines, seconds, finish=torch.cuda.synchronize)
     del pipes
     return {"images_per_s": sum(counts) / elapsed, "before": list(before), "executor": executor}
 
@@ -160,13 +169,8 @@ def network_alone(batch: int, streams: list[int], seconds: float, tmp: Path) -> 
         for w in range(n):   # warm-up: cuDNN algorithms, the fuser's profiling runs
             loop(w, time.perf_counter() + 1.0)
         counts = [0] * n
-        start = time.perf_counter()
-        workers = [threading.Thread(target=loop, args=(w, start + seconds)) for w in range(n)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-        result[n] = sum(counts) / (time.perf_counter() - start)
+        elapsed = _timed(loop, n, seconds)   # each loop waits for its own stream
+        result[n] = sum(counts) / elapsed
         print(f"network alone, {n} stream(s): {result[n]:,.0f} img/s", flush=True)
     best = max(result, key=result.get)
     return {"per_streams": result, "best_streams": best, "images_per_s": result[best]}
@@ -210,8 +214,7 @@ def main(argv=None) -> int:
             out["network_alone"] = network_alone(args.batch, [int(s) for s in args.streams.split(",")],
                                                  args.seconds, tmp)
             out["network_alone_img_s"] = out["network_alone"]["images_per_s"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    write_result(args.out, out, quiet=True)
     print(json.dumps({k: v for k, v in out.items() if k.endswith(("_img_s", "_ratio", "_warmup"))}))
     return 0
 

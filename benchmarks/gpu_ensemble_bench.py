@@ -215,7 +215,7 @@ def _ms(v: float | None) -> str:
 
 
 def bench_model(model: str, args, jpegs: list[bytes], workdir: Path) -> dict:
-    import tritonclient.grpc as grpcclient
+    from clients.sender import Sender
 
     from serving.local_server import LocalTritonServer, free_port
 
@@ -251,13 +251,11 @@ def bench_model(model: str, args, jpegs: list[bytes], workdir: Path) -> dict:
                            extra_args=extra, log_file=args.out / f"{model}_server.log",
                            open_apis=True) as server:   # the load generator registers shared memory
         # Served vs in-process logits on the same padded batch, at every batch size.
-        client = grpcclient.InferenceServerClient(server.grpc_url)
+        sender = Sender(server.grpc_url, "grpc")
         checks = []
         for b in args.batch:
             batch0 = padded[b][0]
-            inp = grpcclient.InferInput(layout.ENSEMBLE_INPUT, list(batch0.shape), "UINT8")
-            inp.set_data_from_numpy(batch0)
-            served = client.infer(ensemble, [inp]).as_numpy(layout.ENSEMBLE_OUTPUT)
+            served = sender.infer_array(ensemble, layout.ENSEMBLE_INPUT, batch0, layout.ENSEMBLE_OUTPUT)
             logits = inproc.run(list(batch0))
             if args.device == "cuda":
                 # The module ran on the worker's stream; read the result only once it finished.
@@ -270,7 +268,7 @@ def bench_model(model: str, args, jpegs: list[bytes], workdir: Path) -> dict:
                            "top1_agreement": float((served.argmax(1) == local.argmax(1)).mean())})
             print(f"{model} served vs in-process logits, batch {batch0.shape[0]}: max |Δ| {diff:.3g} "
                   f"(tolerance {tol:.3g}) {'OK' if diff <= tol else 'OUTSIDE'}", flush=True)
-        client.close()
+        sender.close()
         result["logits"] = {"checks": checks, "within_tolerance": all(c["within_tolerance"] for c in checks)}
         del inproc  # free its device memory before the served sweep
 

@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.results_file import write_result
+
 SERVED_OVER_MIN_PARTS_TARGET = 0.85
 BATCH_ORDER_TARGET = 0.9
 
@@ -80,8 +82,7 @@ def main(argv=None) -> int:
     s = summarize(json.loads(a.bounds.read_text()), served, str(a.bounds), str(a.served))
     s["environment_variables"] = a.environment
     s["command"] = "python benchmarks/gpu_summary.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(s, indent=2) + "\n")
+    write_result(a.out, s, quiet=True)
     print(f"{s['gpu']}: DALI alone {s['dali_alone_img_s']:,.0f}, network alone {s['network_alone_img_s']:,.0f}, "
           f"served {s['served_img_s']:,.0f} img/s -> served / min(parts) {s['served_over_min_parts']:.2f}; "
           f"batch-order ratio {s['batch_order_ratio']:.2f}")

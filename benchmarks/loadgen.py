@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.load import ClosedLoop, LoadError
+from clients.sender import Sender
 from benchmarks.stats import percentile, throughput
 
 
@@ -58,10 +59,9 @@ class _GrpcRequester:
 
     def __init__(self, url: str, model: str, input_name: str, output_name: str, batches: list[np.ndarray],
                  shm: bool):
-        import tritonclient.grpc as grpcclient
-
-        self.mod, self.model, self.input_name, self.output_name = grpcclient, model, input_name, output_name
-        self.client = grpcclient.InferenceServerClient(url)
+        self.model, self.input_name, self.output_name = model, input_name, output_name
+        self.sender = Sender(url, "grpc")
+        self.outputs = [self.sender.output(output_name)]
         self.regions: dict[int, str] = {}     # id(batch) -> region name
         self.handles: list = []
         if shm:
@@ -72,16 +72,15 @@ class _GrpcRequester:
                 handle = shmlib.create_shared_memory_region(name, f"/{name}", b.nbytes)
                 self.handles.append(handle)
                 shmlib.set_shared_memory_region(handle, [b])
-                self.client.register_system_shared_memory(name, f"/{name}", b.nbytes)
+                self.sender.register_system_shared_memory(name, f"/{name}", b.nbytes)
                 self.regions[id(b)] = name
 
     def send(self, batch: np.ndarray) -> None:
-        inp = self.mod.InferInput(self.input_name, list(batch.shape), "UINT8")
         if self.regions:
-            inp.set_shared_memory(self.regions[id(batch)], batch.nbytes)
+            inp = self.sender.shm_input(self.input_name, list(batch.shape), self.regions[id(batch)], batch.nbytes)
         else:
-            inp.set_data_from_numpy(batch)
-        res = self.client.infer(self.model, [inp], outputs=[self.mod.InferRequestedOutput(self.output_name)])
+            inp = self.sender.input(self.input_name, batch)
+        res = self.sender.infer(self.model, [inp], self.outputs)
         out = res.as_numpy(self.output_name)
         if out is None or out.shape[0] != batch.shape[0]:
             raise RuntimeError(f"{self.model}: {None if out is None else out.shape[0]} outputs for "
@@ -90,7 +89,7 @@ class _GrpcRequester:
     def close(self) -> None:
         for name in self.regions.values():
             try:
-                self.client.unregister_system_shared_memory(name)
+                self.sender.unregister_system_shared_memory(name)
             except Exception:  # noqa: BLE001 - the server may be gone; the region goes below
                 pass
         if self.handles:
@@ -98,7 +97,7 @@ class _GrpcRequester:
 
             for h in self.handles:
                 shmlib.destroy_shared_memory_region(h)
-        self.client.close()
+        self.sender.close()
 
 
 def _worker(url, model, input_name, output_name, batches, threads, window, go, shm, queue):

@@ -227,13 +227,10 @@ def main(argv=None) -> int:
         result["server_start_s"] = round(time.perf_counter() - t0, 1)
         print(f"tritonserver ready in {result['server_start_s']} s", flush=True)
         try:
-            import tritonclient.grpc as grpcclient
+            from clients.sender import Sender
 
-            client = grpcclient.InferenceServerClient(server.grpc_url)
-            inp = grpcclient.InferInput(layout.DALI_INPUT, list(requests[0].shape), "UINT8")
-            inp.set_data_from_numpy(requests[0])
-            served0 = client.infer(model, [inp]).as_numpy(layout.DALI_OUTPUT)
-            client.close()
+            with Sender(server.grpc_url, "grpc") as sender:
+                served0 = sender.infer_array(model, layout.DALI_INPUT, requests[0], layout.DALI_OUTPUT)
             diff = np.abs(served0 - reference)
             result["parity_vs_in_process"] = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
                                               "shape": list(served0.shape)}

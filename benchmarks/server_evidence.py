@@ -103,12 +103,7 @@ def perf_analyzer(url: str, model: str, jpeg_row: np.ndarray, batch: int, concur
 
 def server_statistics(http_url: str) -> dict:
     """Triton's per-model statistics now (clients.repository.normalize_statistics form)."""
-    import tritonclient.http as httpclient
+    from clients.sender import Sender
 
-    from clients.repository import normalize_statistics
-
-    client = httpclient.InferenceServerClient(http_url)
-    try:
-        return normalize_statistics(client.get_inference_statistics())
-    finally:
-        client.close()
+    with Sender(http_url, "http") as sender:
+        return sender.statistics()

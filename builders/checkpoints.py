@@ -8,6 +8,7 @@ the checkpoint most likely came from.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import torch
 import torchvision
@@ -79,3 +80,20 @@ def describe_mismatch(model: torch.nn.Module, state: dict, arch: str, num_classe
                 f"not the spec's source.arch = {arch!r}: set source.arch to the architecture it was saved from.")
     return (f"{text}. It was most likely saved from another architecture than the spec's "
             f"source.arch = {arch!r}.")
+
+
+def load_state(model: torch.nn.Module, checkpoint: Path, what: str, arch: str, num_classes: int) -> torch.nn.Module:
+    """`model` (in eval mode) with the state dict in `checkpoint`, loaded with weights_only=True so
+    a checkpoint cannot run code on load; a {"state_dict": ...} wrapper (Lightning and the like) is
+    unwrapped. what: the model in words for the error; arch: its architecture's name for
+    describe_mismatch; num_classes: the head the spec asked for."""
+    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        # PyTorch's message lists every key; say what differs and what the checkpoint looks like.
+        raise ValueError(f"source.checkpoint {checkpoint} does not fit {what}: "
+                         f"{describe_mismatch(model, state, arch, num_classes)}") from None
+    return model.eval()

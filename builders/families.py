@@ -82,17 +82,9 @@ def import_factory(factory: str, root: Path | None):
 
 def _load_state(model: torch.nn.Module, checkpoint: Path, what: str, num_classes: int) -> torch.nn.Module:
     """`model` with the state dict in `checkpoint` (weights_only=True); what: the model in words."""
-    from builders.checkpoints import describe_mismatch
+    from builders.checkpoints import load_state
 
-    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError:
-        raise ValueError(f"source.checkpoint {checkpoint} does not fit {what}: "
-                         f"{describe_mismatch(model, state, what, num_classes)}") from None
-    return model.eval()
+    return load_state(model, checkpoint, what, what, num_classes)
 
 
 def load_huggingface(path: Path, num_classes: int) -> torch.nn.Module:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torchvision
 
-from builders.checkpoints import describe_mismatch
+from builders.checkpoints import load_state
 from contract.images import ImageSet
 from contract.preprocess import reference_preprocess, reference_transform
 from contract.spec import LOCAL_ARCHS, Input
@@ -43,17 +43,8 @@ def create_model(arch: str, num_classes: int) -> torch.nn.Module:
 def load_checkpoint(arch: str, checkpoint: Path, num_classes: int) -> torch.nn.Module:
     """torchvision architecture + state dict; the file is loaded with weights_only=True, so a
     checkpoint cannot run code on load."""
-    model = create_model(arch, num_classes)
-    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError:
-        # PyTorch's message lists every key; say what differs and what the checkpoint looks like.
-        raise ValueError(f"source.checkpoint {checkpoint} does not fit torchvision '{arch}' with "
-                         f"{num_classes} classes: {describe_mismatch(model, state, arch, num_classes)}") from None
-    return model.eval()
+    return load_state(create_model(arch, num_classes), checkpoint,
+                      f"torchvision '{arch}' with {num_classes} classes", arch, num_classes)
 
 
 def preprocess_set(images: ImageSet, inp: Input, crop: int | None = None, limit: int | None = None) -> np.ndarray:

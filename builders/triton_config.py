@@ -75,6 +75,19 @@ def preprocess_config(spec: ModelSpec, target: str, warmup_image_bytes: int | No
     return cfg
 
 
+def _network_config(spec: ModelSpec, target: str, name: str, input_name: str, output_name: str,
+                    num_classes: int, **fields) -> mc.ModelConfig:
+    """What every network model shares: the preprocessed image in (FP32 CHW at the crop size),
+    logits out with the labels file, the spec's batching and instances; `fields`: the rest."""
+    t = spec.triton
+    return mc.ModelConfig(
+        name=name, max_batch_size=t.max_batch_size,
+        input=[mc.ModelInput(name=input_name, data_type=mc.TYPE_FP32, dims=[3, spec.input.crop, spec.input.crop])],
+        output=[mc.ModelOutput(name=output_name, data_type=mc.TYPE_FP32, dims=[num_classes],
+                               label_filename=layout.LABELS_FILE)],
+        instance_group=_instances(target, spec), dynamic_batching=_dynamic_batching(spec), **fields)
+
+
 def engine_config(spec: ModelSpec, target: str, precision: str, num_classes: int,
                   plan_file: str = "model.plan", compute_capability: str | None = None,
                   warmup: bool = False, other_plans: dict[str, str] | None = None) -> mc.ModelConfig:
@@ -86,16 +99,8 @@ def engine_config(spec: ModelSpec, target: str, precision: str, num_classes: int
     warmup: the model folder has `warmup/input.fp32`, a preprocessed real image.
     """
     t = spec.triton
-    cfg = mc.ModelConfig(
-        name=layout.engine_model(spec.name, precision),
-        max_batch_size=t.max_batch_size,
-        input=[mc.ModelInput(name=layout.ENGINE_INPUT, data_type=mc.TYPE_FP32,
-                             dims=[3, spec.input.crop, spec.input.crop])],
-        output=[mc.ModelOutput(name=layout.ENGINE_OUTPUT, data_type=mc.TYPE_FP32, dims=[num_classes],
-                               label_filename=layout.LABELS_FILE)],
-        instance_group=_instances(target, spec),
-        dynamic_batching=_dynamic_batching(spec),
-    )
+    cfg = _network_config(spec, target, layout.engine_model(spec.name, precision), layout.ENGINE_INPUT,
+                          layout.ENGINE_OUTPUT, num_classes)
     if target == "gpu":
         cfg.platform = "tensorrt_plan"
         cfg.default_model_filename = plan_file
@@ -122,19 +127,9 @@ def torchscript_config(spec: ModelSpec, target: str, precision: str, num_classes
     onto their GPU. FORCE_CPU_ONLY_INPUT_TENSORS=no is read only by the local server's python
     stand-in (so it receives the DALI model's GPU output as a GPU tensor); the real backend ignores it.
     warmup: the model folder has `warmup/input.fp32`, a preprocessed real image."""
-    t = spec.triton
-    cfg = mc.ModelConfig(
-        name=layout.engine_model(spec.name, precision, layout.TORCH_BACKEND),
-        platform="pytorch_libtorch",
-        default_model_filename="model.pt",
-        max_batch_size=t.max_batch_size,
-        input=[mc.ModelInput(name=layout.TORCH_INPUT, data_type=mc.TYPE_FP32,
-                             dims=[3, spec.input.crop, spec.input.crop])],
-        output=[mc.ModelOutput(name=layout.TORCH_OUTPUT, data_type=mc.TYPE_FP32, dims=[num_classes],
-                               label_filename=layout.LABELS_FILE)],
-        instance_group=_instances(target, spec),
-        dynamic_batching=_dynamic_batching(spec),
-    )
+    cfg = _network_config(spec, target, layout.engine_model(spec.name, precision, layout.TORCH_BACKEND),
+                          layout.TORCH_INPUT, layout.TORCH_OUTPUT, num_classes,
+                          platform="pytorch_libtorch", default_model_filename="model.pt")
     if target == "gpu":
         cfg.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].CopyFrom(_param("no"))
     if warmup:

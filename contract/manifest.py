@@ -157,10 +157,14 @@ class ModelEntry:
 
         return Input(**self.input)
 
+    def _section(self, key: str) -> dict:
+        """A copy of one section of the model's record ({} where the build wrote none)."""
+        return dict(self.record.get(key) or {})
+
     @property
     def source(self) -> dict:
         """The spec's source section as built (kind, arch; outside files by name only)."""
-        return dict(self.record.get("source") or {})
+        return self._section("source")
 
     @property
     def arch(self) -> str | None:
@@ -174,7 +178,7 @@ class ModelEntry:
     @property
     def torchscript(self) -> dict:
         """The PyTorch-backend twin: {"status": ..., "precisions": {precision: parity record}}."""
-        return dict(self.record.get("torchscript") or {})
+        return self._section("torchscript")
 
     def built_precisions(self, backend: str | None = None) -> list[str]:
         """The precisions built for `backend` (layout.TORCH_BACKEND: the TorchScript twin's)."""
@@ -187,12 +191,12 @@ class ModelEntry:
     @property
     def tensorrt(self) -> dict:
         """The gpu target's plans: {"status": ..., and when built tensorrt_version, gpu, plans}."""
-        return dict(self.record.get("tensorrt") or {})
+        return self._section("tensorrt")
 
     @property
     def preprocessing(self) -> dict:
         """DALI CPU vs the torchvision transform (contract.preprocess.Parity.summary() and policy)."""
-        return dict(self.record.get("preprocessing") or {})
+        return self._section("preprocessing")
 
     @property
     def export(self) -> dict | None:

@@ -36,7 +36,8 @@ from locust import LoadTestShape, User, events, task  # noqa: E402
 from locust import stats as locust_stats  # noqa: E402
 from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
-from contract import layout
+from clients.sender import Sender  # noqa: E402
+from contract import layout  # noqa: E402
 from load_tests import scenario as _scenario  # noqa: E402
 from load_tests import sla as _sla  # noqa: E402
 from load_tests.shapes import plan  # noqa: E402
@@ -199,14 +200,14 @@ class TritonUser(User):
         # request pays only for sending.
         self.client = self.make_client()
         # Inputs are built once per batch and reused; tritonclient only reads them.
-        self.inputs = [self.make_inputs(b.array) for b in self.pool]
-        self.outputs = [self.mod.InferRequestedOutput(layout.ENSEMBLE_OUTPUT)]
+        self.inputs = [[self.client.input(layout.ENSEMBLE_INPUT, b.array)] for b in self.pool]
+        self.outputs = [self.client.output(layout.ENSEMBLE_OUTPUT)]
 
     def on_stop(self):
         self.client.close()
         if self.protocol == "grpc":
-            _retire(self.client)
-            _open_grpc_clients.discard(self.client)
+            _retire(self.client.client)
+            _open_grpc_clients.discard(self.client.client)
 
     @task
     def infer(self):
@@ -218,7 +219,7 @@ class TritonUser(User):
         wall_start = time.time()
         start = time.perf_counter()
         try:
-            result = self.send(self.inputs[i])
+            result = self.client.infer(self.model, self.inputs[i], self.outputs)
             length = self.check(result, batch)
         except Exception as err:  # noqa: BLE001 - becomes the request's failure, never dropped
             exc = self.describe(err, batch)
@@ -261,20 +262,9 @@ class TritonGrpcUser(TritonUser):
     protocol = "grpc"
 
     def make_client(self):
-        import tritonclient.grpc as mod
-
-        self.mod = mod
-        client = mod.InferenceServerClient(self.url)
-        _open_grpc_clients.add(client)
+        client = Sender(self.url, "grpc", timeout_s=self.timeout_s)
+        _open_grpc_clients.add(client.client)
         return client
-
-    def make_inputs(self, array):
-        inp = self.mod.InferInput(layout.ENSEMBLE_INPUT, list(array.shape), "UINT8")
-        inp.set_data_from_numpy(array)
-        return [inp]
-
-    def send(self, inputs):
-        return self.client.infer(self.model, inputs, outputs=self.outputs, client_timeout=self.timeout_s)
 
     def response_bytes(self, result, logits) -> int:
         return result.get_response().ByteSize()
@@ -284,20 +274,8 @@ class TritonHttpUser(TritonUser):
     protocol = "http"
 
     def make_client(self):
-        import tritonclient.http as mod
-
-        self.mod = mod
-        # concurrency=1: one connection, one request at a time, like a gRPC user's channel.
-        return mod.InferenceServerClient(self.url, concurrency=1, connection_timeout=self.timeout_s,
-                                         network_timeout=self.timeout_s)
-
-    def make_inputs(self, array):
-        inp = self.mod.InferInput(layout.ENSEMBLE_INPUT, list(array.shape), "UINT8")
-        inp.set_data_from_numpy(array, binary_data=True)
-        return [inp]
-
-    def send(self, inputs):
-        return self.client.infer(self.model, inputs, outputs=self.outputs)
+        # One connection, one request at a time, like a gRPC user's channel (clients.sender).
+        return Sender(self.url, "http", timeout_s=self.timeout_s)
 
     def response_bytes(self, result, logits) -> int:
         # The body is a JSON header plus the binary logits; tritonclient keeps no byte count, so the

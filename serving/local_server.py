@@ -8,7 +8,7 @@ that run the same dali.py (autoserialized), model.onnx and model.pt files (docs/
     python -m serving.local_server --repository model_repository/cpu
 
     with LocalTritonServer("model_repository/cpu") as server:
-        client = tritonclient.http.InferenceServerClient(server.http_url)
+        ...   # a client (clients.triton.TritonClient) at server.http_url or server.grpc_url
 
 This module is the command line and the public face; the work lies in serving.server_setup
 (binary, backend folder, environment) and serving.server_process (the process's lifecycle).

@@ -95,6 +95,41 @@ def test_sync_async_and_shared_memory_agree(server, name, val, protocol):
     assert sync.top1() == [val.classes[i] for i in sync.logits.argmax(1)]
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_sender_gives_the_clients_logits_by_value_and_by_shared_memory(server, name, val, protocol):
+    """clients.sender, the load generators' low-overhead path, sends the same packed batch as the
+    full client and gets the same logits, in the request body and through a shared-memory region;
+    the server's statistics count its requests."""
+    import tritonclient.utils.shared_memory as shmlib
+
+    from clients.sender import Sender
+    from contract.images import pack_batch
+
+    url = _urls(server)[protocol]
+    images = val.encoded(6)
+    model = layout.ensemble_model(name, "fp32")
+    with TritonClient(url, protocol) as client:
+        expected = client.infer(model, images, top_k=0).logits
+    rows = pack_batch(images)
+    with Sender(url, protocol, timeout_s=30) as sender:
+        before = sender.statistics()[model]["success_count"]
+        by_value = sender.infer_array(model, layout.ENSEMBLE_INPUT, rows, layout.ENSEMBLE_OUTPUT)
+        region = f"sender-test-{protocol}"
+        handle = shmlib.create_shared_memory_region(region, f"/{region}", rows.nbytes)
+        try:
+            shmlib.set_shared_memory_region(handle, [rows])
+            sender.register_system_shared_memory(region, f"/{region}", rows.nbytes)
+            inp = sender.shm_input(layout.ENSEMBLE_INPUT, list(rows.shape), region, rows.nbytes)
+            by_shm = sender.infer(model, [inp], [sender.output(layout.ENSEMBLE_OUTPUT)]).as_numpy(layout.ENSEMBLE_OUTPUT)
+            sender.unregister_system_shared_memory(region)
+        finally:
+            shmlib.destroy_shared_memory_region(handle)
+        after = sender.statistics()[model]["success_count"]
+    np.testing.assert_allclose(by_value, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(by_shm, expected, rtol=1e-5, atol=1e-5)
+    assert after - before == 2
+
+
 def test_errors_say_what_to_do(server, name, val):
     with TritonClient(server.http_url, "http") as client:
         with pytest.raises(UnknownModel) as err:
