@@ -37,6 +37,7 @@ from locust import stats as locust_stats  # noqa: E402
 from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
 from contract import layout
+from contract.errors import ToolkitError
 from load_tests import scenario as _scenario  # noqa: E402
 from load_tests import sla as _sla  # noqa: E402
 from load_tests.shapes import plan  # noqa: E402
@@ -50,7 +51,7 @@ _open_grpc_clients: "weakref.WeakSet" = weakref.WeakSet()
 _user_ids = itertools.count()
 
 
-class TritonRequestError(Exception):
+class TritonRequestError(ToolkitError):
     """A failed request, in words: which request, what the server or transport said."""
 
 
