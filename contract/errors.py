@@ -9,8 +9,9 @@ Exit codes:
 - 0: the command did what was asked and every check passed.
 - 1 (:data:`FAILED`): the command ran but the result is a failure (a check failed, a verdict
   FAIL, a server or build error), or input it needed is missing (no images, no checkpoint).
-- 2 (:data:`USAGE`): the command was called wrongly (a flag, a path or a name that is not
-  allowed); nothing was run.
+- 2 (:data:`USAGE`): the command could not start its work: it was called wrongly (a flag, a path
+  or a name that is not allowed, no manifest) or the server it needs is unreachable; nothing was
+  measured or written.
 """
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ class ToolkitError(Exception):
 
 class UsageError(ToolkitError, ValueError):
     """A command was called with a flag, path or name that is not allowed (exit code 2)."""
+
+    exit_code = USAGE
+
+
+class CannotRun(ToolkitError):
+    """The server a command needs is unreachable or refused a request before anything was
+    measured (exit code 2)."""
 
     exit_code = USAGE
 
