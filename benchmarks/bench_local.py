@@ -28,6 +28,7 @@ import numpy as np
 from builders import triton_config
 from benchmarks.load import ClosedLoop, triton_requests
 from contract import layout
+from contract.errors import MissingInput, ToolkitError
 from contract.images import pack_batch
 from contract.preprocess import CpuPreprocessor
 
@@ -41,7 +42,7 @@ def _load_images(folder: Path | None, count: int) -> list[bytes]:
         return [b for b, _ in minirepo.sample_images(count)]
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not files:
-        raise SystemExit(f"no .jpg/.jpeg/.png files under {folder}")
+        raise MissingInput(f"no .jpg/.jpeg/.png files under {folder}")
     return [files[i % len(files)].read_bytes() for i in range(count)]
 
 
@@ -90,7 +91,7 @@ def _served_rate(url: str, protocol: str, model: str, batches: list[np.ndarray],
     return ClosedLoop(triton_requests(url, protocol, model), batches, concurrency).run(seconds, warmup).images_per_s
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_local", description=__doc__.split("\n\n")[0])
     ap.add_argument("--repository", type=Path, default=Path("model_repository/cpu"),
                     help="the cpu repository to serve and to run in-process (default: %(default)s)")
@@ -116,61 +117,118 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per point (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=None,
                     help="also write the figures as JSON to this file, with the command that made them")
-    args = ap.parse_args(argv)
-    command = shlex.join(["python", "-m", "benchmarks.bench_local", *(sys.argv[1:] if argv is None else argv)])
+    return ap
 
-    from rich.console import Console
-    from rich.table import Table
 
-    console = Console()
-    tmp = None
+def _repository(args, console, tmp_dir: Path | None) -> Path:
+    """The cpu repository to measure: --repository, or with --tiny a small one built in `tmp_dir`.
+    MissingInput when it is not there or holds no preprocessing model."""
     repo = args.repository
     if args.tiny:
         from serving import minirepo
 
-        tmp = tempfile.TemporaryDirectory(prefix="bench-minirepo-")
         console.print("building a small repository (serving.minirepo through the builder, max_batch_size 64) ...")
-        repo = minirepo.build(Path(tmp.name) / "repository", max_batch_size=64, precisions=("fp32", "int8"),
+        repo = minirepo.build(tmp_dir / "repository", max_batch_size=64, precisions=("fp32", "int8"),
                               cache_dir=args.cache_dir) / "cpu"
     if not repo.is_dir():
-        raise SystemExit(f"{repo} does not exist: build it (python builders/build_all.py), pass --repository, "
-                         "or use --tiny")
-    names = sorted(p.name[: -len("_preprocess")] for p in repo.glob("*_preprocess"))
-    if not names:
-        raise SystemExit(f"no *_preprocess model in {repo}")
-    name = names[0]
+        raise MissingInput(f"{repo} does not exist: build it (python builders/build_all.py), pass --repository, "
+                           "or use --tiny")
+    if not any(repo.glob("*_preprocess")):
+        raise MissingInput(f"no *_preprocess model in {repo}")
+    return repo
+
+
+class _Workload:
+    """The images cut into requests of each batch size, and the in-process rate on them."""
+
+    def __init__(self, encoded: list[bytes], local: InProcess, seconds: float, warmup: float):
+        self.encoded, self.local, self.seconds, self.warmup = encoded, local, seconds, warmup
+        self._rows: dict[int, list[list[np.ndarray]]] = {}
+
+    def batches_of(self, size: int) -> list[np.ndarray]:
+        """Padded request batches of `size` images (at least one, repeating the images)."""
+        encoded = self.encoded
+        return [pack_batch(encoded[i:i + size]) for i in range(0, len(encoded) - size + 1, size)] or \
+               [pack_batch((encoded * size)[:size])]
+
+    def rows_of(self, size: int) -> list[list[np.ndarray]]:
+        if size not in self._rows:
+            self._rows[size] = [list(batch) for batch in self.batches_of(size)]
+        return self._rows[size]
+
+    def in_process(self, size: int) -> float:
+        """Images/s in-process at batch `size`: the faster of ONNX Runtime with and without spinning."""
+        it = iter(range(10 ** 12))
+
+        def work():
+            rows = self.rows_of(size)[next(it) % len(self.rows_of(size))]
+            self.local(rows)
+            return len(rows)
+        best = 0.0
+        for spin, sess in self.local.sessions.items():
+            self.local.sess = sess
+            best = max(best, _rate(work, self.seconds / 2, self.warmup / 2))
+        return best
+
+
+def _per_batch(args, console, url: str, model: str, sizes: list[int], load: _Workload) -> dict:
+    """Both sides at every batch size (the served side at its best concurrency level), printed as a table."""
+    from rich.table import Table
+
+    levels = [int(c) for c in str(args.concurrency).split(",")]
+    table = Table(title=f"{model}: images/s on this machine ({args.protocol})")
+    for col in ("batch", "in-process", "served", "in flight", "served / in-process"):
+        table.add_column(col, justify="right")
+    best_local = best_served = (0.0, 0)
+    rows = []
+    for b in sizes:
+        lr = load.in_process(b)
+        sr, c = max((_served_rate(url, args.protocol, model, load.batches_of(b), c, args.seconds, args.warmup), c)
+                    for c in levels)
+        best_local = max(best_local, (lr, b))
+        best_served = max(best_served, (sr, b))
+        table.add_row(str(b), f"{lr:,.0f}", f"{sr:,.0f}", str(c), f"{sr / lr:.2f}")
+        rows.append({"batch": b, "in_process_images_per_s": lr, "served_images_per_s": sr, "in_flight": c,
+                     "ratio": sr / lr})
+    console.print(table)
+    return {"rows": rows, "best_local": best_local, "best_served": best_served}
+
+
+def _summary(args, console, url: str, model: str, load: _Workload, per_batch: dict) -> dict:
+    """Single images from concurrent clients vs batch 1 in-process; prints the summary and the ratio
+    against TARGET_RATIO, returns the figures the JSON records."""
+    from rich.table import Table
+
+    best_local, best_served = per_batch["best_local"], per_batch["best_served"]
+    single_local = load.in_process(1)
+    single_served = _served_rate(url, args.protocol, model, load.batches_of(1), args.single_concurrency,
+                                 args.seconds, args.warmup)
+    ratio = best_served[0] / best_local[0]
+    verdict = "[green]meets[/green]" if ratio >= TARGET_RATIO else "[red]below[/red]"
+    summary = Table(title="summary")
+    for col in ("measure", "in-process", "served", "ratio"):
+        summary.add_column(col, justify="right")
+    summary.add_row(f"best batch (local {best_local[1]}, served {best_served[1]})", f"{best_local[0]:,.0f}",
+                    f"{best_served[0]:,.0f}", f"{ratio:.2f}")
+    summary.add_row(f"single images ({args.single_concurrency} clients vs batch 1)", f"{single_local:,.0f}",
+                    f"{single_served:,.0f}", f"{single_served / single_local:.2f}")
+    console.print(summary)
+    console.print(f"served/in-process at best batch: [bold]{ratio:.2f}[/bold] — {verdict} the target "
+                  f"{TARGET_RATIO}")
+    return {"best": {"in_process_images_per_s": best_local[0], "in_process_batch": best_local[1],
+                     "served_images_per_s": best_served[0], "served_batch": best_served[1], "ratio": ratio},
+            "single_images": {"clients": args.single_concurrency, "in_process_images_per_s": single_local,
+                              "served_images_per_s": single_served, "ratio": single_served / single_local}}
+
+
+def _measure(args, console, repo: Path) -> dict:
+    """Start a server on `repo` (unless --url), measure both sides, return the JSON figures."""
+    name = sorted(p.name[: -len("_preprocess")] for p in repo.glob("*_preprocess"))[0]
     model = layout.ensemble_model(name, args.precision)
     max_batch = triton_config.read_config(repo / model / "config.pbtxt").max_batch_size
     sizes = ([int(s) for s in args.batch_sizes.split(",")] if args.batch_sizes else
              sorted({1, *[2 ** k for k in range(1, 13) if 2 ** k <= max_batch], max_batch}))
-
-    encoded = _load_images(args.images, 256)
-    local = InProcess(repo, name, args.precision)
-
-    def batches_of(size: int) -> list[np.ndarray]:
-        return [pack_batch(encoded[i:i + size]) for i in range(0, len(encoded) - size + 1, size)] or \
-               [pack_batch((encoded * size)[:size])]
-
-    rows_cache: dict[int, list[list[np.ndarray]]] = {}
-
-    def rows_of(size: int) -> list[list[np.ndarray]]:
-        if size not in rows_cache:
-            rows_cache[size] = [list(batch) for batch in batches_of(size)]
-        return rows_cache[size]
-
-    def in_process(size: int) -> float:
-        it = iter(range(10 ** 12))
-
-        def work():
-            rows = rows_of(size)[next(it) % len(rows_of(size))]
-            local(rows)
-            return len(rows)
-        best = 0.0
-        for spin, sess in local.sessions.items():
-            local.sess = sess
-            best = max(best, _rate(work, args.seconds / 2, args.warmup / 2))
-        return best
-
+    load = _Workload(_load_images(args.images, 256), InProcess(repo, name, args.precision), args.seconds, args.warmup)
     server = None
     try:
         if args.url is None:
@@ -182,54 +240,32 @@ def main(argv=None) -> int:
             url = server.grpc_url if args.protocol == "grpc" else server.http_url
         else:
             url = args.url
-
-        levels = [int(c) for c in str(args.concurrency).split(",")]
-        table = Table(title=f"{model}: images/s on this machine ({args.protocol})")
-        for col in ("batch", "in-process", "served", "in flight", "served / in-process"):
-            table.add_column(col, justify="right")
-        best_local = best_served = (0.0, 0)
-        rows = []
-        for b in sizes:
-            lr = in_process(b)
-            sr, c = max((_served_rate(url, args.protocol, model, batches_of(b), c, args.seconds, args.warmup), c)
-                        for c in levels)
-            best_local = max(best_local, (lr, b))
-            best_served = max(best_served, (sr, b))
-            table.add_row(str(b), f"{lr:,.0f}", f"{sr:,.0f}", str(c), f"{sr / lr:.2f}")
-            rows.append({"batch": b, "in_process_images_per_s": lr, "served_images_per_s": sr, "in_flight": c,
-                         "ratio": sr / lr})
-        console.print(table)
-
-        single_local = in_process(1)
-        single_served = _served_rate(url, args.protocol, model, batches_of(1), args.single_concurrency,
-                                     args.seconds, args.warmup)
-        ratio = best_served[0] / best_local[0]
-        verdict = "[green]meets[/green]" if ratio >= TARGET_RATIO else "[red]below[/red]"
-        summary = Table(title="summary")
-        for col in ("measure", "in-process", "served", "ratio"):
-            summary.add_column(col, justify="right")
-        summary.add_row(f"best batch (local {best_local[1]}, served {best_served[1]})", f"{best_local[0]:,.0f}",
-                        f"{best_served[0]:,.0f}", f"{ratio:.2f}")
-        summary.add_row(f"single images ({args.single_concurrency} clients vs batch 1)", f"{single_local:,.0f}",
-                        f"{single_served:,.0f}", f"{single_served / single_local:.2f}")
-        console.print(summary)
-        console.print(f"served/in-process at best batch: [bold]{ratio:.2f}[/bold] — {verdict} the target "
-                      f"{TARGET_RATIO}")
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({
-                "command": command, "model": model, "protocol": args.protocol, "machine_cpus": os.cpu_count(),
-                "loadavg_after": os.getloadavg(), "time": time.time(), "batches": rows,
-                "best": {"in_process_images_per_s": best_local[0], "in_process_batch": best_local[1],
-                         "served_images_per_s": best_served[0], "served_batch": best_served[1], "ratio": ratio},
-                "single_images": {"clients": args.single_concurrency, "in_process_images_per_s": single_local,
-                                  "served_images_per_s": single_served,
-                                  "ratio": single_served / single_local}}, indent=2) + "\n")
+        per_batch = _per_batch(args, console, url, model, sizes, load)
+        figures = _summary(args, console, url, model, load, per_batch)
     finally:
         if server is not None:
             server.stop()
-        if tmp is not None:
-            tmp.cleanup()
+    return {"model": model, "batches": per_batch["rows"], **figures}
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    command = shlex.join(["python", "-m", "benchmarks.bench_local", *(sys.argv[1:] if argv is None else argv)])
+    from rich.console import Console
+
+    console = Console()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-minirepo-") as tmp:
+            figures = _measure(args, console, _repository(args, console, Path(tmp)))
+    except ToolkitError as err:
+        print(err, file=sys.stderr)
+        return err.exit_code
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({
+            "command": command, "model": figures["model"], "protocol": args.protocol, "machine_cpus": os.cpu_count(),
+            "loadavg_after": os.getloadavg(), "time": time.time(), "batches": figures["batches"],
+            "best": figures["best"], "single_images": figures["single_images"]}, indent=2) + "\n")
     return 0
 
 

@@ -31,9 +31,13 @@ import math
 import sys
 from pathlib import Path
 
+from contract.errors import USAGE, ToolkitError
 
-class CapacityError(ValueError):
+
+class CapacityError(ToolkitError, ValueError):
     """The benchmark cannot answer the question asked (no matching points, SLA never met, ...)."""
+
+    exit_code = USAGE
 
 
 def load_points(bench: dict, protocol: str | None = None, precision: str | None = None,

@@ -26,6 +26,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from benchmarks import stats
+from contract.errors import ToolkitError
 
 
 class Requester(Protocol):
@@ -36,7 +37,7 @@ class Requester(Protocol):
     def close(self) -> None: ...
 
 
-class LoadError(RuntimeError):
+class LoadError(ToolkitError, RuntimeError):
     """Requests of a load run failed; `errors` holds the exceptions (first first)."""
 
     def __init__(self, errors: list[BaseException], concurrency: int):

@@ -29,6 +29,7 @@ import numpy as np
 from benchmarks.load import ClosedLoop, triton_requests
 from benchmarks.stats import throughput
 from contract import layout
+from contract.errors import MissingInput, ToolkitError
 from contract.manifest import load_manifest
 
 
@@ -115,7 +116,7 @@ def run(args) -> dict:
     manifest = load_manifest(args.repository.parent)
     name = sorted(manifest.models)[0]
     if manifest.models[name].val is None:
-        raise SystemExit(f"error: {manifest.path} bundles no validation images for {name}")
+        raise MissingInput(f"{manifest.path} bundles no validation images for {name}")
     encoded = load_image_folder(manifest.models[name].val).encoded(256)
     batches = request_pool(encoded, args.batch)
     model = layout.ensemble_model(name, args.precision)
@@ -185,7 +186,11 @@ def table(r: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    result = run(args)
+    try:
+        result = run(args)
+    except ToolkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     print(table(result))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,12 +14,13 @@ from builders.report import BuildResult
 from builders.repository import bundle_val, recover, staging_dir, swap_in, write_target
 from builders.stages import BuildContext
 from contract import layout, releases
+from contract.errors import ToolkitError
 from contract.manifest import (FORMAT_VERSION, Manifest, ManifestError, file_names_only, load_manifest, manifest_file,
                                write_manifest)
 from contract.spec import BuildSpec
 
 
-class BuildError(RuntimeError):
+class BuildError(ToolkitError, RuntimeError):
     """A stage failed; the message says which and why. The previous repository is untouched."""
 
 

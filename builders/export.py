@@ -8,10 +8,11 @@ from pathlib import Path
 import onnx
 import torch
 
+from contract.errors import ToolkitError
 from contract.layout import ENGINE_INPUT, ENGINE_OUTPUT
 
 
-class ExportError(ValueError):
+class ExportError(ToolkitError, ValueError):
     """The model cannot be exported to ONNX; the message names the module, the op and what to try."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from builders.datasets import DEMO_LABELS, write_demo_dataset
 from builders.stages import BuildContext, Stage, made_by
 from contract import layout
+from contract.errors import ToolkitError
 from contract.images import load_image_folder
 from contract.spec import Calibration, Input, ModelSpec, Source, Triton
 
@@ -75,7 +76,7 @@ REFERENCE_NAMES = {"torchvision": "the torchvision transform", "timm": "timm's e
                    "huggingface": "the Hugging Face image processor"}
 
 
-class PreprocessParityError(ValueError):
+class PreprocessParityError(ToolkitError, ValueError):
     """DALI's output is outside tolerance of the torchvision transform (input.parity = "enforce")."""
 
 

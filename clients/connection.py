@@ -70,6 +70,17 @@ def tritonclient_module(protocol: str, aio: bool):
     return mod
 
 
+def command_parser(prog: str, description: str, protocol_choices: bool = True):
+    """An argparse parser for a command that talks to a server, with the connection flags on it
+    (prog: the command line --help shows; description: what the command does; protocol_choices:
+    whether --protocol picks one protocol, see add_connection_arguments)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_connection_arguments(parser, protocol_choices=protocol_choices)
+    return parser
+
+
 def add_connection_arguments(parser, protocol_choices: bool = True) -> None:
     """--url, --protocol, --timeout, --retries: the same flags on every command."""
     parser.add_argument("--url", default=None,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
+from contract.errors import ToolkitError
 
-class TritonClientError(RuntimeError):
+
+class TritonClientError(ToolkitError, RuntimeError):
     """Something a user can act on; the message says what."""
 
 

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from contract.errors import CannotRun, ToolkitError, UsageError
+
 # What DALI's decoder (fn.decoders.image, both targets) reads, by file name; GIF is not among them.
 SERVED_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WebP",
                    ".tif": "TIFF", ".tiff": "TIFF", ".jp2": "JPEG 2000", ".j2k": "JPEG 2000", ".pnm": "PNM",
@@ -144,33 +146,20 @@ def classify_files(client, ensemble: str, files: list[Path], batch_size: int, to
     return [r for r in results if r is not None]
 
 
-def run(args) -> int:
-    """Exit code: 0 every file classified, 1 some file failed (each has its error line), 2 nothing
-    could be classified (bad arguments, no images, server unreachable or no such model)."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from clients.connection import client_options
+def _classify(args, files: list[Path]) -> tuple[str, str, list[dict], float]:
+    """Ask the server: the ensemble (from --model/--precision, or the only model served), its
+    address, every file's result and the seconds they took. CannotRun/UsageError (exit code 2)
+    when nothing could be classified."""
+    from clients.connection import client_options, normalize_url
     from clients.hints import resolve_ensemble
     from clients.repository import served_base_models
     from clients.triton import TritonClient, TritonClientError
 
-    from clients.connection import normalize_url
-
-    files, left_out = find_images(args.images)
-    if not files:
-        for r in left_out:
-            print(f"error: {r['image']}: {r['error']}", file=sys.stderr)
-        print(f"error: no images ({_SERVED}) in {', '.join(map(str, args.images))}", file=sys.stderr)
-        return 2
     url = normalize_url(args.url, args.protocol)
     why = unreachable(url)
     if why:
-        print(f"error: cannot reach a Triton server at {url} ({args.protocol}): {why}; nothing listens there, so "
-              "this does not wait for --timeout. Start one (tik-serve) or pass --url", file=sys.stderr)
-        return 2
-    console = Console(width=None if sys.stdout.isatty() else 120)
+        raise CannotRun(f"cannot reach a Triton server at {url} ({args.protocol}): {why}; nothing listens there, so "
+                        "this does not wait for --timeout. Start one (tik-serve) or pass --url")
     try:
         with TritonClient(args.url, args.protocol, shared_memory=args.shared_memory, **client_options(args)) as client:
             client.wait_until_ready()
@@ -179,9 +168,8 @@ def run(args) -> int:
             if model is None:
                 bases = served_base_models(index)
                 if len(bases) != 1:
-                    print(f"error: the server serves {len(bases)} models ({', '.join(bases) or 'none'}); "
-                          "choose one with --model", file=sys.stderr)
-                    return 2
+                    raise UsageError(f"the server serves {len(bases)} models ({', '.join(bases) or 'none'}); "
+                                     "choose one with --model")
                 model = bases[0]
             # A full ensemble name (digits_fp16) is used as given; a model name gets the precision appended.
             ensemble = resolve_ensemble(index, model, args.precision, args.backend, client.url)
@@ -189,15 +177,17 @@ def run(args) -> int:
             size = min(args.batch_size, info.max_batch_size or args.batch_size)
             start = time.perf_counter()
             results = classify_files(client, ensemble, files, size, args.top_k)
-            elapsed = time.perf_counter() - start
+            return ensemble, client.url, results, time.perf_counter() - start
     except TritonClientError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise CannotRun(str(err)) from err
 
-    classified = sum("top_k" in r for r in results)
-    failed = [r for r in results if "error" in r] + left_out
-    table = Table(title=f"{ensemble} at {client.url} ({args.protocol}): {classified} of {len(files)} "
-                        f"images classified, {1000 * elapsed / len(files):.2f} ms/image")
+
+def _table(args, title: str, files: list[Path], results: list[dict]):
+    """One row per file: its top-1 and score (and top-k), or "error"."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title)
     table.add_column("image")
     table.add_column("top-1", justify="right")
     table.add_column("score", justify="right")
@@ -215,25 +205,52 @@ def run(args) -> int:
         if args.top_k > 1:
             cells.append("  ".join(f"{t.label} {t.score:.3f}" for t in row))
         table.add_row(*cells)
-    console.print(table)
+    return table
+
+
+def _write_json(path: Path, ensemble: str, url: str, protocol: str, results: list[dict], failed: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "model": ensemble, "url": url, "protocol": protocol,
+        "predictions": [{"image": r["image"], "top_k": [{"label": t.label, "score": t.score, "index": t.index,
+                                                          "logit": t.logit} for t in r["top_k"]]}
+                        for r in results if "top_k" in r],
+        "errors": [{"image": r["image"], "error": r["error"]} for r in failed]}, indent=2))
+
+
+def run(args) -> int:
+    """Exit code: 0 every file classified, 1 some file failed (each has its error line). Raises
+    ToolkitError with exit code 2 when nothing could be classified (bad arguments, no images,
+    server unreachable or no such model)."""
+    from rich.console import Console
+
+    files, left_out = find_images(args.images)
+    if not files:
+        for r in left_out:
+            print(f"error: {r['image']}: {r['error']}", file=sys.stderr)
+        raise UsageError(f"no images ({_SERVED}) in {', '.join(map(str, args.images))}")
+    ensemble, url, results, elapsed = _classify(args, files)
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    classified = sum("top_k" in r for r in results)
+    failed = [r for r in results if "error" in r] + left_out
+    console.print(_table(args, f"{ensemble} at {url} ({args.protocol}): {classified} of {len(files)} "
+                               f"images classified, {1000 * elapsed / len(files):.2f} ms/image", files, results))
     # One line per failed file, on stderr, named by its path as given (whole, not shortened).
     for r in failed:
         print(f"error: {r['image']}: {r['error']}", file=sys.stderr)
     if failed:
         print(f"{len(failed)} of {len(files) + len(left_out)} files failed, were skipped or missing", file=sys.stderr)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "model": ensemble, "url": client.url, "protocol": args.protocol,
-            "predictions": [{"image": r["image"], "top_k": [{"label": t.label, "score": t.score, "index": t.index,
-                                                              "logit": t.logit} for t in r["top_k"]]}
-                            for r in results if "top_k" in r],
-            "errors": [{"image": r["image"], "error": r["error"]} for r in failed]}, indent=2))
+        _write_json(args.json, ensemble, url, args.protocol, results, failed)
     return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(_parser().parse_args(argv))
+    try:
+        return run(_parser().parse_args(argv))
+    except ToolkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ verification could not run (server unreachable, no manifest, ...).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,8 +31,11 @@ from typing import Any
 import numpy as np
 
 from clients import provenance
+from clients._verify_report import Findings, render, write_json
 from contract import layout
-from contract.manifest import ManifestError, ModelEntry, load_manifest
+from contract.errors import CannotRun, MissingInput, ToolkitError, UsageError
+from contract.manifest import ModelEntry, load_manifest
+from contract.verdict import Verdict
 
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8")
 # Defaults: fp32 must match PyTorch to float rounding; fp16 nearly; int8 (calibrated Q/DQ) may
@@ -99,15 +101,13 @@ def _find_key(obj: Any, key: str):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from clients.connection import add_connection_arguments
+    from clients.connection import command_parser
     from clients.repository import add_backend_argument
 
-    p = argparse.ArgumentParser(
-        prog="python -m clients.verify",
-        description="Compare each precision ensemble on a Triton server with the PyTorch model run in-process on "
-                    "the same labeled images: accuracy, top-1 agreement, logit differences. Exit status 1 when a "
-                    "threshold is missed, 2 when verification could not run.")
-    add_connection_arguments(p)
+    p = command_parser("python -m clients.verify",
+                       "Compare each precision ensemble on a Triton server with the PyTorch model run in-process on "
+                       "the same labeled images: accuracy, top-1 agreement, logit differences. Exit status 1 when a "
+                       "threshold is missed, 2 when verification could not run.")
     p.add_argument("--manifest", type=Path, default=Path("model_repository/manifest.json"),
                    help="the builder's manifest.json, or the folder holding it: checkpoint, architecture, "
                         "labels, bundled validation images (default: %(default)s)")
@@ -144,8 +144,8 @@ class _Reference:
         from contract.spec import Source
 
         if model.checkpoint is None:
-            raise SystemExit(f"error: the manifest has no PyTorch checkpoint for {model.name!r} (source: "
-                             f"{model.source.get('kind')}); nothing to verify against")
+            raise MissingInput(f"the manifest has no PyTorch checkpoint for {model.name!r} (source: "
+                               f"{model.source.get('kind')}); nothing to verify against")
         src = model.source
         kind = src.get("kind", "torchvision")
         root = model.source_root
@@ -195,198 +195,194 @@ def _served_preprocessing(client, name: str, padded: np.ndarray, batch: int) -> 
     return out, device
 
 
+def _selected_models(args, loaded) -> list[str]:
+    """The manifest's model names to verify (--model, default all); UsageError for an unknown one."""
+    names = args.model or sorted(loaded.models)
+    unknown = [n for n in names if n not in loaded.models]
+    if unknown:
+        raise UsageError(f"{unknown} not in {args.manifest}; it has {sorted(loaded.models)}")
+    return names
+
+
+def _labeled_images(args, entry: ModelEntry):
+    """The labeled images for one model (--data or the manifest's bundled set, cut to --limit) and
+    their targets as indices into the model's labels (mapped by folder name, so a subset works)."""
+    from contract.images import load_image_folder
+
+    data = args.data or entry.val
+    if data is None or not Path(data).is_dir():
+        what = f"image set {data}" if data else "no validation images in the manifest"
+        raise UsageError(f"{what} for {entry.name!r} not found; pass --data <ImageFolder>")
+    images = load_image_folder(data)
+    if args.limit:
+        images = type(images)(images.root, images.files[: args.limit], images.targets[: args.limit], images.classes)
+    labels = entry.labels
+    targets = [labels.index(images.classes[t]) if images.classes[t] in labels else t for t in images.targets]
+    return images, targets
+
+
+def _threshold_problems(thresholds, precision: str, cmp, net, ref_acc: float, acc: float) -> list[str]:
+    """The thresholds (per kind, per precision) that the comparison `cmp` (end to end) and `net`
+    (network only) miss, in words."""
+    problems = []
+    t = _threshold(thresholds["min_agreement"], precision)
+    if t is not None and cmp.top1_agreement < t:
+        problems.append(f"top-1 agreement {cmp.top1_agreement:.4f} < {t}")
+    t = _threshold(thresholds["max_accuracy_drop"], precision)
+    if t is not None and ref_acc - acc > t:
+        problems.append(f"accuracy drop {100 * (ref_acc - acc):.2f} pts > {100 * t:.2f}")
+    t = _threshold(thresholds["max_abs_diff"], precision)
+    if t is not None and net.max_abs_diff > t:
+        problems.append(f"network max abs logit diff {net.max_abs_diff:.3g} > {t:g} (vs PyTorch on the served "
+                        "preprocessing output)")
+    return problems
+
+
+def _unserved_row(args, row: dict, precision: str, built: dict) -> dict:
+    """`row` for a precision the server does not serve: FAIL when asked for by name, else SKIP."""
+    why = "requested but not served" if args.precision else "in the manifest but not served"
+    if built and not built.get("runnable", True):
+        why += f" (build: {built.get('reason')})"
+    row.update(status=Verdict.FAIL if args.precision else Verdict.SKIP, problems=[f"{row['ensemble']} {why}"])
+    return row
+
+
+def _served_logits(args, client, ensemble: str, padded: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The ensemble's logits for every image, and what the row records about the call: seconds,
+    batch size, the engine's platform and the server's labels."""
+    from clients.connection import client_options
+    from clients.triton import TritonClientError
+    from clients.triton_runner import TritonRunner
+    from runners.compare import run_batches
+
+    runner = TritonRunner(ensemble, args.url, args.protocol, timeout_s=args.timeout,
+                          shared_memory=args.shared_memory, client_kw=client_options(args))
+    try:
+        with runner:
+            bs = min(args.batch_size, runner.max_batch_size or args.batch_size)
+            t0 = time.perf_counter()
+            served = run_batches(runner, layout.ENSEMBLE_INPUT, padded, layout.ENSEMBLE_OUTPUT, batch=bs)
+            seconds = time.perf_counter() - t0
+            info = runner.client.model_info(ensemble)
+            engine_platform = client.model_info(info.steps[-1]).platform if info.steps else info.platform
+            server_labels = runner.client.labels(ensemble, padded[:1])
+    except TritonClientError as err:
+        raise CannotRun(str(err)) from err
+    return served, {"seconds": seconds, "engine_platform": engine_platform, "batch_size": bs,
+                    "server_labels": server_labels}
+
+
+def _verify_precision(args, client, thresholds, entry: ModelEntry, precision: str, ref: dict) -> dict:
+    """One row: the served ensemble of `precision` against the reference logits in `ref` (end to end
+    and on the served preprocessing output), its accuracy, and the thresholds it misses."""
+    from runners.compare import accuracy, compare_logits
+
+    ensemble = layout.ensemble_model(entry.name, precision, args.backend)
+    served, call = _served_logits(args, client, ensemble, ref["padded"])
+    server_labels = call.pop("server_labels")
+    cmp = compare_logits(ref["logits"], served, "pytorch", ensemble)
+    net = compare_logits(ref["net_logits"], served, "pytorch-on-served-preprocessing", ensemble)
+    acc = accuracy(served, ref["targets"])
+    row = {"model": entry.name, "precision": precision, "ensemble": ensemble, "images": ref["images"],
+           "pytorch_accuracy": ref["accuracy"], "seconds": call.pop("seconds")}
+    row.update(accuracy=acc, accuracy_drop=ref["accuracy"] - acc, top1_agreement=cmp.top1_agreement,
+               max_abs_diff=cmp.max_abs_diff, mean_abs_diff=cmp.mean_abs_diff,
+               network_max_abs_diff=net.max_abs_diff, network_top1_agreement=net.top1_agreement, **call)
+    problems = _threshold_problems(thresholds, precision, cmp, net, ref["accuracy"], acc)
+    if server_labels != entry.labels:
+        problems.append(f"the server's labels {server_labels[:5]}... differ from the manifest's {entry.labels[:5]}...")
+    row.update(status=Verdict.of(not problems), problems=problems)
+    return row
+
+
+def _reference_side(args, client, entry: ModelEntry, found: Findings) -> dict:
+    """The PyTorch reference for one model: its logits on its own transform and on the served
+    preprocessing output, its accuracy; records the preprocessing parity in `found`."""
+    from clients.triton import TritonClientError
+    from contract.images import pack_batch
+    from contract.preprocess import parity
+    from runners.compare import accuracy
+
+    images, targets = _labeled_images(args, entry)
+    reference = _Reference(entry)
+    found.references[entry.name] = reference.describe()
+    encoded = [f.read_bytes() for f in images.files]
+    ref_x = reference.transform(encoded)
+    ref_logits = reference.logits(ref_x)
+    padded = pack_batch(encoded)
+    try:
+        served_x, device = _served_preprocessing(client, entry.name, padded, args.batch_size)
+    except TritonClientError as err:
+        raise CannotRun(str(err)) from err
+    pre = parity(served_x, ref_x, reference.input.std,
+                 [str(f.relative_to(images.root)) for f in images.files], device, reference.tolerance(device))
+    found.pre_rows[entry.name] = {**pre.summary(), "device": device, "status": Verdict.of(not pre.failing),
+                                  "worst": pre.worst()}
+    return {"images": len(images), "targets": targets, "padded": padded, "logits": ref_logits,
+            "accuracy": accuracy(ref_logits, targets), "net_logits": reference.logits(served_x)}
+
+
+def _verify_model(args, client, loaded, name: str, index, meta: dict, thresholds, found: Findings) -> None:
+    """Every wanted precision of model `name` (--precision, default all served or built) into `found`."""
+    from clients.repository import served_precisions
+
+    entry = loaded.models[name]
+    on_server = served_precisions(index, name, args.backend)
+    built_precisions = entry.built_precisions(args.backend)
+    wanted = args.precision or sorted(set(on_server) | set(built_precisions), key=_precision_key)
+    ref = _reference_side(args, client, entry, found)
+    for precision in wanted:
+        if precision not in on_server:
+            row = {"model": name, "precision": precision, "ensemble": layout.ensemble_model(name, precision, args.backend),
+                   "images": ref["images"], "pytorch_accuracy": ref["accuracy"]}
+            found.rows.append(_unserved_row(args, row, precision, built_precisions.get(precision, {})))
+            continue
+        row = _verify_precision(args, client, thresholds, entry, precision, ref)
+        found.rows.append(row)
+        found.notes.setdefault(name, tensorrt_note(entry, row["engine_platform"], meta.get("version", "?")))
+    found.notes.setdefault(name, tensorrt_note(entry, "", meta.get("version", "?")))
+
+
 def run(args) -> int:
+    """Verify every selected model and precision; 0 when the verdict is PASS, 1 when FAIL. Raises
+    ToolkitError (ManifestError, UsageError, CannotRun: exit code 2) when it cannot run."""
     from rich.console import Console
-    from rich.table import Table
 
     from clients.connection import client_options
-    from clients.repository import served_precisions
     from clients.triton import TritonClient, TritonClientError
-    from clients.triton_runner import TritonRunner
-    from contract.images import load_image_folder, pack_batch
-    from contract.preprocess import parity
-    from runners.compare import accuracy, compare_logits, run_batches
 
     # Wide enough for the table when piped (rich falls back to 80 columns without a terminal).
     console = Console(width=None if sys.stdout.isatty() else 130)
     thresholds = {k: parse_thresholds(k, getattr(args, k)) for k in DEFAULT_THRESHOLDS}
-    try:
-        loaded = load_manifest(args.manifest)
-    except ManifestError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    manifest_path = loaded.path
-    names = args.model or sorted(loaded.models)
-    unknown = [n for n in names if n not in loaded.models]
-    if unknown:
-        print(f"error: {unknown} not in {args.manifest}; it has {sorted(loaded.models)}", file=sys.stderr)
-        return 2
-
+    loaded = load_manifest(args.manifest)
+    names = _selected_models(args, loaded)
     client = TritonClient(args.url, args.protocol, **client_options(args))
     try:
         client.wait_until_ready()
         meta = client.server_metadata()
         index = client.repository_index()
     except TritonClientError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-    rows: list[dict] = []
-    notes: dict[str, str] = {}
-    references: dict[str, str] = {}
-    pre_rows: dict[str, dict] = {}
+        raise CannotRun(str(err)) from err
+    found = Findings()
     started = time.perf_counter()
     for name in names:
-        entry = loaded.models[name]
-        on_server = served_precisions(index, name, args.backend)
-        built_precisions = entry.built_precisions(args.backend)
-        wanted = args.precision or sorted(set(on_server) | set(built_precisions), key=_precision_key)
-        data = args.data or loaded.models[name].val
-        if data is None or not Path(data).is_dir():
-            what = f"image set {data}" if data else "no validation images in the manifest"
-            print(f"error: {what} for {name!r} not found; pass --data <ImageFolder>", file=sys.stderr)
-            return 2
-        images = load_image_folder(data)
-        if args.limit:
-            images = type(images)(images.root, images.files[: args.limit], images.targets[: args.limit], images.classes)
-        labels = entry.labels
-        # Folder names are the labels the model was trained with; map by name so a subset of classes works.
-        targets = [labels.index(images.classes[t]) if images.classes[t] in labels else t for t in images.targets]
-        reference = _Reference(loaded.models[name])
-        references[name] = reference.describe()
-        encoded = [f.read_bytes() for f in images.files]
-        ref_x = reference.transform(encoded)
-        ref_logits = reference.logits(ref_x)
-        ref_acc = accuracy(ref_logits, targets)
-        padded = pack_batch(encoded)
-        try:
-            served_x, device = _served_preprocessing(client, name, padded, args.batch_size)
-        except TritonClientError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        pre = parity(served_x, ref_x, reference.input.std,
-                     [str(f.relative_to(images.root)) for f in images.files], device, reference.tolerance(device))
-        net_logits = reference.logits(served_x)
-        pre_rows[name] = {**pre.summary(), "device": device, "status": "FAIL" if pre.failing else "PASS",
-                          "worst": pre.worst()}
-        for precision in wanted:
-            ensemble = layout.ensemble_model(name, precision, args.backend)
-            row: dict[str, Any] = {"model": name, "precision": precision, "ensemble": ensemble,
-                                   "images": len(images), "pytorch_accuracy": ref_acc}
-            if precision not in on_server:
-                why = "requested but not served" if args.precision else "in the manifest but not served"
-                built = built_precisions.get(precision, {})
-                if built and not built.get("runnable", True):
-                    why += f" (build: {built.get('reason')})"
-                row.update(status="FAIL" if args.precision else "SKIP", problems=[f"{ensemble} {why}"])
-                rows.append(row)
-                continue
-            runner = TritonRunner(ensemble, args.url, args.protocol, timeout_s=args.timeout,
-                                  shared_memory=args.shared_memory, client_kw=client_options(args))
-            try:
-                with runner:
-                    bs = min(args.batch_size, runner.max_batch_size or args.batch_size)
-                    t0 = time.perf_counter()
-                    served = run_batches(runner, layout.ENSEMBLE_INPUT, padded, layout.ENSEMBLE_OUTPUT, batch=bs)
-                    row["seconds"] = time.perf_counter() - t0
-                    info = runner.client.model_info(ensemble)
-                    engine_platform = client.model_info(info.steps[-1]).platform if info.steps else info.platform
-                    server_labels = runner.client.labels(ensemble, padded[:1])
-            except TritonClientError as err:
-                print(f"error: {err}", file=sys.stderr)
-                return 2
-            cmp = compare_logits(ref_logits, served, "pytorch", ensemble)
-            net = compare_logits(net_logits, served, "pytorch-on-served-preprocessing", ensemble)
-            acc = accuracy(served, targets)
-            row.update(accuracy=acc, accuracy_drop=ref_acc - acc, top1_agreement=cmp.top1_agreement,
-                       max_abs_diff=cmp.max_abs_diff, mean_abs_diff=cmp.mean_abs_diff,
-                       network_max_abs_diff=net.max_abs_diff, network_top1_agreement=net.top1_agreement,
-                       engine_platform=engine_platform, batch_size=bs)
-            problems = []
-            t = _threshold(thresholds["min_agreement"], precision)
-            if t is not None and cmp.top1_agreement < t:
-                problems.append(f"top-1 agreement {cmp.top1_agreement:.4f} < {t}")
-            t = _threshold(thresholds["max_accuracy_drop"], precision)
-            if t is not None and ref_acc - acc > t:
-                problems.append(f"accuracy drop {100 * (ref_acc - acc):.2f} pts > {100 * t:.2f}")
-            t = _threshold(thresholds["max_abs_diff"], precision)
-            if t is not None and net.max_abs_diff > t:
-                problems.append(f"network max abs logit diff {net.max_abs_diff:.3g} > {t:g} (vs PyTorch on the served "
-                                "preprocessing output)")
-            if server_labels != labels:
-                problems.append(f"the server's labels {server_labels[:5]}... differ from the manifest's {labels[:5]}...")
-            row.update(status="FAIL" if problems else "PASS", problems=problems)
-            rows.append(row)
-            notes.setdefault(name, tensorrt_note(entry, engine_platform, meta.get("version", "?")))
-        notes.setdefault(name, tensorrt_note(entry, "", meta.get("version", "?")))
+        _verify_model(args, client, loaded, name, index, meta, thresholds, found)
     client.close()
-
-    table = Table(title=f"verify: Triton {meta.get('version')} at {client.url} ({args.protocol}) vs PyTorch")
-    for col, just in (("model", "left"), ("precision", "left"), ("images", "right"), ("accuracy", "right"),
-                      ("PyTorch acc.", "right"), ("drop (pts)", "right"), ("top-1 agree", "right"),
-                      ("max |Δlogit|", "right"), ("mean |Δlogit|", "right"), ("network max |Δ|", "right"),
-                      ("result", "left")):
-        table.add_column(col, justify=just)
-    for r in rows:
-        if "accuracy" in r:
-            table.add_row(r["model"], r["precision"], str(r["images"]), f"{r['accuracy']:.4f}",
-                          f"{r['pytorch_accuracy']:.4f}", f"{100 * r['accuracy_drop']:+.2f}",
-                          f"{r['top1_agreement']:.4f}", f"{r['max_abs_diff']:.3g}", f"{r['mean_abs_diff']:.3g}",
-                          f"{r['network_max_abs_diff']:.3g}",
-                          "[green]PASS[/]" if r["status"] == "PASS" else "[red]FAIL[/]")
-        else:
-            style = "red" if r["status"] == "FAIL" else "yellow"
-            table.add_row(r["model"], r["precision"], str(r["images"]), "-", f"{r['pytorch_accuracy']:.4f}",
-                          "-", "-", "-", "-", "-", f"[{style}]{r['status']}[/]")
-    table.caption = ("end to end: served ensemble vs PyTorch on its own transform (the reference below); "
-                     "network: served ensemble vs PyTorch on the served preprocessing output")
-    console.print(table)
-    for name, pr in pre_rows.items():
-        tol = pr["tolerance_levels"]
-        style = "green" if pr["status"] == "PASS" else "red"
-        console.print(f"preprocessing ({name}, served {layout.preprocess_model(name)} on {pr['device'].upper()} vs "
-                      f"its reference transform, pixel levels per image over {pr['images']} images): mean <= "
-                      f"{pr['mean_levels']['max_over_images']:.2f}, p99 <= {pr['p99_levels']['max_over_images']:.2f}, "
-                      f"max {pr['max_levels']:.2f} (tolerance mean {tol['mean']}, p99 {tol['p99']}, max {tol['max']}) "
-                      f"[{style}]{pr['status']}[/]", highlight=False)
-        if pr["status"] == "FAIL":
-            console.print(f"FAIL {name} preprocessing: worst images: {pr['worst']}", highlight=False, markup=False)
-    for r in rows:
-        for problem in r.get("problems", []):
-            console.print(f"{r['status']} {r['model']} {r['precision']}: {problem}", highlight=False, markup=False)
-    tools = loaded.tools
-    console.print(f"server: {meta.get('name')} {meta.get('version')} at {client.url} ({args.protocol})", highlight=False)
-    console.print("artifacts built with: " + ", ".join(f"{k} {v}" for k, v in tools.items() if v)
-                  + f" (manifest {loaded.created or '?'})", highlight=False)
-    for name in names:
-        console.print(f"reference ({name}): {references.get(name, '-')}", highlight=False, markup=False)
-        console.print(f"TensorRT ({name}): {notes.get(name, '-')}", highlight=False, markup=False)
-    failed = [r for r in rows if r["status"] == "FAIL"]
-    pre_failed = [n for n, pr in pre_rows.items() if pr["status"] == "FAIL"]
-    verdict = "FAIL" if failed or pre_failed or not any(r["status"] == "PASS" for r in rows) else "PASS"
-    if not rows or not any(r["status"] != "SKIP" for r in rows):
-        console.print("[red]nothing verified:[/] the server serves none of the manifest's precisions")
-    console.print(f"verdict: [{'green' if verdict == 'PASS' else 'red'}]{verdict}[/] "
-                  f"({sum(r['status'] == 'PASS' for r in rows)} passed, {len(failed)} failed, "
-                  f"{sum(r['status'] == 'SKIP' for r in rows)} skipped; {time.perf_counter() - started:.1f} s)")
+    render(console, args, client, meta, loaded, names, found, time.perf_counter() - started)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "verdict": verdict,
-            "server": {"url": client.url, "protocol": args.protocol, **meta},
-            "manifest": {"path": str(manifest_path), "created": loaded.created, "tools": tools},
-            "reference": references, "tensorrt": notes,
-            "thresholds": thresholds, "preprocessing": pre_rows, "results": rows,
-            "command": getattr(args, "command", None), "machine": provenance.machine(),
-        }, indent=2))
+        write_json(args, client, meta, loaded, thresholds, found)
         console.print(f"wrote {args.json}", highlight=False)
-    return 0 if verdict == "PASS" else 1
+    return 0 if found.verdict() == Verdict.PASS else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.command = provenance.command("tik-verify", argv)
-    return run(args)
+    try:
+        return run(args)
+    except ToolkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from contract.errors import USAGE, ToolkitError
 from contract.layout import MANIFEST_FILE
 
 FORMAT_VERSION = 2
@@ -31,8 +32,10 @@ BUILD_COMMAND = "python builders/build_all.py"
 _OPTION_PATH = re.compile(r"^(--?[\w-]+=)(/.*)$")
 
 
-class ManifestError(ValueError):
+class ManifestError(ToolkitError, ValueError):
     """The manifest is missing, unreadable, of another format, or names a file that is not there."""
+
+    exit_code = USAGE
 
 
 def _is_absolute(value: str) -> bool:

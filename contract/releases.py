@@ -33,12 +33,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
+from contract.errors import USAGE, ToolkitError
 
-class UnknownRelease(ValueError):
+
+class UnknownRelease(ToolkitError, ValueError):
     """A release name that is not in :data:`RELEASES`; the message lists the known ones."""
 
+    exit_code = USAGE
 
-class TensorRTMismatch(RuntimeError):
+
+class TensorRTMismatch(ToolkitError, RuntimeError):
     """The TensorRT installed here is not the one the chosen release serves plans with."""
 
 

@@ -17,14 +17,17 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from contract.errors import USAGE, ToolkitError
 from contract.layout import PRECISIONS, TARGETS, Precision, Target
 from contract.spec_errors import format_errors
 from contract.spec_source import LOCAL_ARCHS, Source, Strict as _Strict
 
 __all__ = ["LOCAL_ARCHS", "Source"]
 
-class SpecError(ValueError):
+class SpecError(ToolkitError, ValueError):
     """The spec file is missing, is not TOML, or holds a field with a value that is not allowed."""
+
+    exit_code = USAGE
 
 
 class Data(_Strict):

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.stats import latency_ms, throughput
 from contract import layout
+from contract.errors import MissingInput, ToolkitError
 from contract.manifest import load_manifest
 
 
@@ -111,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         urls = {"http": server.http_url, "grpc": server.grpc_url}
     try:
         return _compare(args, urls)
+    except ToolkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     finally:
         if server:
             server.stop()
@@ -123,7 +127,7 @@ def _compare(args, urls: dict) -> int:
 
     data = args.data or load_manifest(args.manifest).model(args.model).val
     if data is None:
-        raise SystemExit(f"error: {args.manifest} bundles no validation images for {args.model}; pass --data")
+        raise MissingInput(f"{args.manifest} bundles no validation images for {args.model}; pass --data")
     encoded = load_image_folder(data).encoded(args.images)
     bs = args.batch_size
     # The same pool the locustfile builds (load_tests/scenario.py) and benchmarks.bench builds.

@@ -38,6 +38,7 @@ from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 
 from clients.sender import Sender  # noqa: E402
 from contract import layout  # noqa: E402
+from contract.errors import ToolkitError  # noqa: E402
 from load_tests import scenario as _scenario  # noqa: E402
 from load_tests import sla as _sla  # noqa: E402
 from load_tests.shapes import plan  # noqa: E402
@@ -51,7 +52,7 @@ _open_grpc_clients: "weakref.WeakSet" = weakref.WeakSet()
 _user_ids = itertools.count()
 
 
-class TritonRequestError(Exception):
+class TritonRequestError(ToolkitError):
     """A failed request, in words: which request, what the server or transport said."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import layout
+from contract.errors import USAGE, ToolkitError
 
 # section -> (title, the command that makes its input)
 SECTIONS: dict[str, tuple[str, str]] = {
@@ -30,8 +31,10 @@ SECTIONS: dict[str, tuple[str, str]] = {
 }
 
 
-class ReportInputError(ValueError):
+class ReportInputError(ToolkitError, ValueError):
     """An input the report cannot use; the message names the file and what was wrong."""
+
+    exit_code = USAGE
 
 
 def _kind(data: Any) -> str | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from contract.errors import ToolkitError
+
 if TYPE_CHECKING:
     from types import ModuleType
 
@@ -15,7 +17,7 @@ DOCKER_HINT = ("Build and serve the gpu target inside NVIDIA's containers instea
                "`docker compose up` (builder: TensorRT container, then Triton; see docs/gpu.md).")
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(ToolkitError, RuntimeError):
     """TensorRT or a CUDA GPU is missing here; the message says which and where to build instead."""
 
 

@@ -31,6 +31,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from contract.errors import ToolkitError
+
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = ["tests/test_parity.py", "tests/test_guards.py", "-k",
           "matches_torchvision_on_photos or square_resize or slips or any_one_bound"]
@@ -167,7 +169,7 @@ def run(mutants: list[Mutant], timeout: float, baseline: bool) -> dict:
                 status, secs, line = _pytest(copy, list(args), timeout)
                 print(f"baseline {' '.join(args)}: {status} in {secs:.0f}s", flush=True)
                 if status != "passed":
-                    raise SystemExit(f"the unmutated tests fail ({line}); fix them before checking mutants")
+                    raise ToolkitError(f"the unmutated tests fail ({line}); fix them before checking mutants")
         for m in mutants:
             target = copy / m.path
             original = target.read_text()
@@ -244,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         for m in chosen:
             print(f"{m.name:32} {m.path:28} pytest {' '.join(m.tests)}")
         return 0
-    report = run(chosen, args.timeout, not args.no_baseline)
+    try:
+        report = run(chosen, args.timeout, not args.no_baseline)
+    except ToolkitError as err:
+        print(err, file=sys.stderr)
+        return err.exit_code
     args.json.write_text(json.dumps(report, indent=1) + "\n")
     args.markdown.write_text(markdown(report))
     print(f"score {report['score']}: {report['killed']} killed, {report['survived']} survived, "

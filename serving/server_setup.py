@@ -13,12 +13,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from contract.errors import ToolkitError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 STANDINS = Path(__file__).resolve().parent / "backends"
 STANDIN_BACKENDS = ("dali", "onnxruntime", "pytorch")
 
 
-class ServerError(RuntimeError):
+class ServerError(ToolkitError, RuntimeError):
     """tritonserver could not be prepared, did not start, or did not become ready."""
 
 

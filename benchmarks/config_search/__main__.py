@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from contract.errors import MissingInput, ToolkitError, UsageError
 from contract.images import request_pool
 from benchmarks.config_search import measure as m, report, space, writeback
 from benchmarks.config_search.strategy import Score, coordinate_descent
@@ -86,10 +87,10 @@ def _default_data(repo: Path, ensemble: str) -> Path:
     try:
         mf = load_manifest(repo.parent)
     except ManifestError as err:
-        raise SystemExit(f"error: no --data given and no usable manifest next to {repo}: {err}") from None
+        raise MissingInput(f"no --data given and no usable manifest next to {repo}: {err}") from None
     names = [n for n in mf.models if ensemble.startswith(n + "_") and mf.models[n].val]
     if not names:
-        raise SystemExit(f"error: no --data given and the manifest has no validation images for {ensemble!r}")
+        raise MissingInput(f"no --data given and the manifest has no validation images for {ensemble!r}")
     return mf.models[max(names, key=len)].val
 
 
@@ -97,39 +98,26 @@ def _trial(cfg, rec, marks=()) -> dict:
     return {"label": space.config_key(cfg), "config": space.config_json(cfg), **rec, "marks": list(marks)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    from rich.console import Console
-
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    say = lambda text: console.print(text, highlight=False)  # noqa: E731
-    repo = args.repository.resolve()
+def _inputs(args, repo: Path):
+    """The ensemble's current configs, the knobs and the models to search; UsageError (exit code 2)
+    for a flag out of range or a knob or model that is not there."""
     try:
         start = space.read_config(repo, args.ensemble)
-    except (space.SpaceError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except OSError as err:
+        raise UsageError(str(err)) from err
     if args.batch_size < 1 or min(args.concurrency) < 1 or min(args.instances) < 1:
-        print("error: --batch-size, --concurrency and --instances must be >= 1", file=sys.stderr)
-        return 2
-    encoded = m.load_images(args.data or _default_data(repo, args.ensemble), args.images)
-    batches = request_pool(encoded, args.batch_size)
-    settings = m.Settings(sla_ms=args.sla_ms, concurrencies=args.concurrency, min_throughput=args.min_throughput,
-                          batch_size=args.batch_size, window_s=args.window, max_windows=max(3, args.max_windows),
-                          protocol=args.protocol, server_args=tuple(args.server_arg))
+        raise UsageError("--batch-size, --concurrency and --instances must be >= 1")
     knobs = [k.strip() for k in args.knobs.split(",") if k.strip()]
     models = [x.strip() for x in args.models.split(",") if x.strip()] or list(start)
     bad = [k for k in knobs if k not in KNOBS] + [x for x in models if x not in start]
     if bad:
-        print(f"error: unknown knob(s) or model(s) {bad}; knobs: {list(KNOBS)}, models: {list(start)}", file=sys.stderr)
-        return 2
-    axes = [a for a in space.axes(start, args.instances, args.delays_us, args.threads, args.hw_loads)
-            if a.knob in knobs and a.model in models]
-    say(f"config search: {args.ensemble} in {repo}; p99 <= {args.sla_ms:g} ms"
-        + (f", >= {args.min_throughput:g} images/s" if args.min_throughput else "")
-        + f"; concurrency {list(args.concurrency)}, batch {args.batch_size}; {len(axes)} axes, "
-        f"{sum(len(a.values) for a in axes)} values per pass")
+        raise UsageError(f"unknown knob(s) or model(s) {bad}; knobs: {list(KNOBS)}, models: {list(start)}")
+    return start, knobs, models
 
+
+def _search(args, repo: Path, start, axes, batches, settings, say) -> dict:
+    """Coordinate descent over `axes` from `start`, every configuration measured on a fresh server;
+    the trials (default and winner marked), the winner, its score, the passes and the seconds."""
     trials: list[dict] = []
     began = time.monotonic()
     with m.Workspace(repo, args.ensemble) as ws:
@@ -144,37 +132,66 @@ def main(argv: list[str] | None = None) -> int:
 
         winner, best, passes = coordinate_descent(start, axes, evaluate, max_passes=args.max_passes,
                                                   min_gain=args.min_gain, budget_s=args.budget_s, log=say)
-    search_s = time.monotonic() - began
     keys = [t["label"] for t in trials]
     trials[0]["marks"].append("default")
     trials[keys.index(space.config_key(winner))]["marks"].append("winner")
+    return {"trials": trials, "winner": winner, "best": best, "passes": passes, "seconds": time.monotonic() - began}
+
+
+def _write_back(args, repo: Path, winner, feasible: bool, say) -> dict | None:
+    """Write the winner into the repository when it met the SLA and this is no --dry-run."""
+    if args.dry_run or not feasible:
+        say("dry run: the write-back would change\n" + writeback.diff(repo, winner) if args.dry_run else "")
+        return None
+    written = writeback.write_back(repo, args.ensemble, winner)
+    say(f"written back: {', '.join(winner)} in {repo}; previous configs in {written['previous']}, live copies in "
+        f"{written['live']}" + (f"; manifest {written['manifest']} records it" if written["manifest"] else
+                                "; no manifest next to the repository to record it in"))
+    return written
+
+
+def _record(args, argv, settings, images: int, start, found: dict, written) -> dict:
+    """What config_search.json holds (confirmation filled in later)."""
+    return {"command": shlex.join(["tik-config-search", *(sys.argv[1:] if argv is None else argv)]),
+            "label": args.label, "repository": str(args.repository), "ensemble": args.ensemble,
+            "settings": {**settings.__dict__, "concurrencies": list(settings.concurrencies),
+                         "server_args": list(settings.server_args), "images": images,
+                         "instances": list(args.instances), "delays_us": list(args.delays_us),
+                         "threads": list(args.threads), "hw_loads": list(args.hw_loads),
+                         "max_passes": args.max_passes, "min_gain": args.min_gain, "budget_s": args.budget_s},
+            "strategy": "coordinate descent", "passes": found["passes"], "search_seconds": round(found["seconds"], 1),
+            "default": space.config_json(start), "winner": space.config_json(found["winner"]),
+            "winner_feasible": found["best"].feasible, "written_back": written, "dry_run": args.dry_run,
+            "confirmation": None, "trials": found["trials"]}
+
+
+def run(args, argv, console) -> int:
+    """Search, report, write back, confirm; 0 when a configuration met the SLA, else 1."""
+    say = lambda text: console.print(text, highlight=False)  # noqa: E731
+    repo = args.repository.resolve()
+    start, knobs, models = _inputs(args, repo)
+    encoded = m.load_images(args.data or _default_data(repo, args.ensemble), args.images)
+    batches = request_pool(encoded, args.batch_size)
+    settings = m.Settings(sla_ms=args.sla_ms, concurrencies=args.concurrency, min_throughput=args.min_throughput,
+                          batch_size=args.batch_size, window_s=args.window, max_windows=max(3, args.max_windows),
+                          protocol=args.protocol, server_args=tuple(args.server_arg))
+    axes = [a for a in space.axes(start, args.instances, args.delays_us, args.threads, args.hw_loads)
+            if a.knob in knobs and a.model in models]
+    say(f"config search: {args.ensemble} in {repo}; p99 <= {args.sla_ms:g} ms"
+        + (f", >= {args.min_throughput:g} images/s" if args.min_throughput else "")
+        + f"; concurrency {list(args.concurrency)}, batch {args.batch_size}; {len(axes)} axes, "
+        f"{sum(len(a.values) for a in axes)} values per pass")
+    found = _search(args, repo, start, axes, batches, settings, say)
+    trials, winner, best = found["trials"], found["winner"], found["best"]
     title = f"{args.ensemble}, p99 <= {args.sla_ms:g} ms" + (f" ({args.label})" if args.label else "")
     console.print(report.table(trials, args.sla_ms, f"config search: {title}; {len(trials)} configurations, "
-                               f"{search_s:.0f} s"))
-    say(f"search: coordinate descent, {passes} pass(es), {len(trials)} configurations in {search_s:.0f} s")
+                               f"{found['seconds']:.0f} s"))
+    say(f"search: coordinate descent, {found['passes']} pass(es), {len(trials)} configurations in "
+        f"{found['seconds']:.0f} s")
     say(f"winner: {space.config_key(winner)}" + ("" if best.feasible else "  (NOTHING met the SLA; the winner "
                                                  "is the lowest p99 found, and is not written back)"))
-
-    written = None
-    if args.dry_run or not best.feasible:
-        say("dry run: the write-back would change\n" + writeback.diff(repo, winner) if args.dry_run else "")
-    else:
-        written = writeback.write_back(repo, args.ensemble, winner)
-        say(f"written back: {', '.join(winner)} in {repo}; previous configs in {written['previous']}, live copies in "
-            f"{written['live']}" + (f"; manifest {written['manifest']} records it" if written["manifest"] else
-                                    "; no manifest next to the repository to record it in"))
-
-    command = shlex.join(["tik-config-search", *(sys.argv[1:] if argv is None else argv)])
-    record = {"command": command, "label": args.label, "repository": str(args.repository), "ensemble": args.ensemble,
-              "settings": {**settings.__dict__, "concurrencies": list(settings.concurrencies),
-                           "server_args": list(settings.server_args), "images": len(encoded),
-                           "instances": list(args.instances), "delays_us": list(args.delays_us),
-                           "threads": list(args.threads), "hw_loads": list(args.hw_loads),
-                           "max_passes": args.max_passes, "min_gain": args.min_gain, "budget_s": args.budget_s},
-              "strategy": "coordinate descent", "passes": passes, "search_seconds": round(search_s, 1),
-              "default": space.config_json(start), "winner": space.config_json(winner),
-              "winner_feasible": best.feasible, "written_back": written, "dry_run": args.dry_run,
-              "confirmation": None, "trials": trials}
+    written = _write_back(args, repo, winner, best.feasible, say)
+    record = _record(args, argv, settings, len(encoded), start, found, written)
     # Written before the confirmation too, so a run cut short there still leaves the search's results.
     out = [report.write_json(args.out / "config_search.json", record),
            report.plot(args.out / "pareto.png", trials, args.sla_ms, title)]
@@ -183,6 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         report.write_json(args.out / "config_search.json", record)
     say("wrote " + ", ".join(map(str, out)))
     return 0 if best.feasible else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    try:
+        return run(args, argv, console)
+    except ToolkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 def _confirm(repo, args, settings, batches, start, winner, written: bool, say) -> dict:

@@ -14,13 +14,16 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from builders import triton_config
 from contract import layout
+from contract.errors import USAGE, ToolkitError
 from contract.preprocess import read_definition_params, with_definition_params
 
 # dali.py binds its constants in one literal line (contract.preprocess._GENERATED).
 
 
-class SpaceError(ValueError):
+class SpaceError(ToolkitError, ValueError):
     """The repository or a search option does not fit the search (no ensemble, bad knob value)."""
+
+    exit_code = USAGE
 
 
 @dataclass(frozen=True)

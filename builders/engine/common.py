@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from contract.errors import ToolkitError
 from runners.tensorrt_env import gpu_info
 
 if TYPE_CHECKING:
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 DEFAULT_PLAN = "model.plan"
 
 
-class EngineBuildError(RuntimeError):
+class EngineBuildError(ToolkitError, RuntimeError):
     """TensorRT was present but refused the ONNX or the build failed; the message carries its errors."""
 
 
