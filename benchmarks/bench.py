@@ -34,7 +34,7 @@ from benchmarks._bench_output import preprocess_comparison, write_outputs
 from benchmarks._bench_point import breakdown, measure_point, short as _short
 from clients import provenance
 from contract import layout
-from contract.errors import CannotRun, ToolkitError, UsageError
+from contract.errors import CannotRun, UsageError, exit_code_of
 from contract.manifest import load_manifest, manifest_file
 
 # The public API of this module: the CLI, one measured point (another command calls it), and the
@@ -316,11 +316,7 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.command = provenance.command("tik-bench", argv)
-    try:
-        return run(args)
-    except ToolkitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    return exit_code_of(run, args)
 
 
 if __name__ == "__main__":

@@ -214,9 +214,56 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f} ms"
 
 
-def bench_model(model: str, args, jpegs: list[bytes], workdir: Path) -> dict:
+def _check_logits(grpc_url: str, model: str, ensemble: str, inproc: "InProcess", padded: dict, args) -> dict:
+    """Served vs in-process logits on the same padded batch, at every batch size."""
     from clients.sender import Sender
 
+    checks = []
+    with Sender(grpc_url, "grpc") as sender:
+        for b in args.batch:
+            batch0 = padded[b][0]
+            served = sender.infer_array(ensemble, layout.ENSEMBLE_INPUT, batch0, layout.ENSEMBLE_OUTPUT)
+            logits = inproc.run(list(batch0))
+            if args.device == "cuda":
+                # The module ran on the worker's stream; read the result only once it finished.
+                inproc.streams[0].synchronize()
+            local = logits.float().cpu().numpy()
+            diff = float(np.abs(served - local).max())
+            tol = RELATIVE_TOLERANCE[args.precision] * max(1.0, float(np.abs(local).max()))
+            checks.append({"batch": int(batch0.shape[0]), "max_abs_diff": diff, "tolerance": tol,
+                           "within_tolerance": diff <= tol,
+                           "top1_agreement": float((served.argmax(1) == local.argmax(1)).mean())})
+            print(f"{model} served vs in-process logits, batch {batch0.shape[0]}: max |Δ| {diff:.3g} "
+                  f"(tolerance {tol:.3g}) {'OK' if diff <= tol else 'OUTSIDE'}", flush=True)
+    return {"checks": checks, "within_tolerance": all(c["within_tolerance"] for c in checks)}
+
+
+def _served_point(server, model: str, ensemble: str, instances: dict[str, int], requests: list, b: int, c: int,
+                  args, in_process: float) -> dict:
+    """One point of the served sweep: batch `b` at concurrency `c`, with the server's per-step times
+    (`instances`: step model → instance count) and the GPU's utilization over the window."""
+    marks = {}
+    with GpuSampler(args.device == "cuda") as gpu:
+        load = run_load(server.grpc_url, ensemble, layout.ENSEMBLE_INPUT, layout.ENSEMBLE_OUTPUT,
+                        requests, c, args.processes, args.seconds, args.warmup,
+                        shared_memory=not args.no_shared_memory,
+                        on_mark=lambda m: marks.__setitem__(m, server_statistics(server.http_url)))
+    steps = step_breakdown(marks["start"], marks["stop"], args.seconds, instances)
+    point = {"batch": b, "concurrency": c, "images_per_s": load.images_per_s, "requests": load.requests,
+             "p50_ms": load.pct(0.50), "p99_ms": load.pct(0.99),
+             "client": {"processes": load.processes, "cpu_cores_busy": load.client_cpu_cores,
+                        "cores_available": client_cores(), "shared_memory": load.shared_memory},
+             "gpu_util": gpu.summary(), "steps": steps,
+             "server_busy_fraction": max((s["busy_fraction"] or 0) for s in steps.values()),
+             "served_over_in_process": load.images_per_s / in_process}
+    print(f"{model} b={b:3} c={c:2}: {load.images_per_s:9.1f} img/s p50 {_ms(point['p50_ms'])} "
+          f"p99 {_ms(point['p99_ms'])}, served/in-process {point['served_over_in_process']:.2f}, "
+          f"busy {point['server_busy_fraction']:.2f}, GPU {gpu.summary()['mean_pct']}, "
+          f"client CPU {load.client_cpu_cores:.2f}/{client_cores()} cores", flush=True)
+    return point
+
+
+def bench_model(model: str, args, jpegs: list[bytes], workdir: Path) -> dict:
     from serving.local_server import LocalTritonServer, free_port
 
     spec, dali_file, pt_file = write_repository(workdir / model, model, args, jpegs[0])
@@ -250,50 +297,13 @@ def bench_model(model: str, args, jpegs: list[bytes], workdir: Path) -> dict:
                            timeout_s=600, model_control_mode="explicit", load_models=(ensemble,),
                            extra_args=extra, log_file=args.out / f"{model}_server.log",
                            open_apis=True) as server:   # the load generator registers shared memory
-        # Served vs in-process logits on the same padded batch, at every batch size.
-        sender = Sender(server.grpc_url, "grpc")
-        checks = []
-        for b in args.batch:
-            batch0 = padded[b][0]
-            served = sender.infer_array(ensemble, layout.ENSEMBLE_INPUT, batch0, layout.ENSEMBLE_OUTPUT)
-            logits = inproc.run(list(batch0))
-            if args.device == "cuda":
-                # The module ran on the worker's stream; read the result only once it finished.
-                inproc.streams[0].synchronize()
-            local = logits.float().cpu().numpy()
-            diff = float(np.abs(served - local).max())
-            tol = RELATIVE_TOLERANCE[args.precision] * max(1.0, float(np.abs(local).max()))
-            checks.append({"batch": int(batch0.shape[0]), "max_abs_diff": diff, "tolerance": tol,
-                           "within_tolerance": diff <= tol,
-                           "top1_agreement": float((served.argmax(1) == local.argmax(1)).mean())})
-            print(f"{model} served vs in-process logits, batch {batch0.shape[0]}: max |Δ| {diff:.3g} "
-                  f"(tolerance {tol:.3g}) {'OK' if diff <= tol else 'OUTSIDE'}", flush=True)
-        sender.close()
-        result["logits"] = {"checks": checks, "within_tolerance": all(c["within_tolerance"] for c in checks)}
+        result["logits"] = _check_logits(server.grpc_url, model, ensemble, inproc, padded, args)
         del inproc  # free its device memory before the served sweep
-
         for b in args.batch:
             for c in args.concurrency:
-                marks = {}
-                with GpuSampler(args.device == "cuda") as gpu:
-                    load = run_load(server.grpc_url, ensemble, layout.ENSEMBLE_INPUT, layout.ENSEMBLE_OUTPUT,
-                                    padded[b], c, args.processes, args.seconds, args.warmup,
-                                    shared_memory=not args.no_shared_memory,
-                                    on_mark=lambda m: marks.__setitem__(m, server_statistics(server.http_url)))
-                steps = step_breakdown(marks["start"], marks["stop"], args.seconds,
-                                       {pre: args.instances, engine: args.instances})
-                point = {"batch": b, "concurrency": c, "images_per_s": load.images_per_s, "requests": load.requests,
-                         "p50_ms": load.pct(0.50), "p99_ms": load.pct(0.99),
-                         "client": {"processes": load.processes, "cpu_cores_busy": load.client_cpu_cores,
-                                    "cores_available": client_cores(), "shared_memory": load.shared_memory},
-                         "gpu_util": gpu.summary(), "steps": steps,
-                         "server_busy_fraction": max((s["busy_fraction"] or 0) for s in steps.values()),
-                         "served_over_in_process": load.images_per_s / result["in_process"][b]}
-                result["points"].append(point)
-                print(f"{model} b={b:3} c={c:2}: {load.images_per_s:9.1f} img/s p50 {_ms(point['p50_ms'])} "
-                      f"p99 {_ms(point['p99_ms'])}, served/in-process {point['served_over_in_process']:.2f}, "
-                      f"busy {point['server_busy_fraction']:.2f}, GPU {gpu.summary()['mean_pct']}, "
-                      f"client CPU {load.client_cpu_cores:.2f}/{client_cores()} cores", flush=True)
+                result["points"].append(_served_point(server, model, ensemble, {pre: args.instances,
+                                                      engine: args.instances}, padded[b], b, c, args,
+                                                      result["in_process"][b]))
         best = max(result["points"], key=lambda p: p["images_per_s"])
         result["best"] = {k: best[k] for k in ("batch", "concurrency", "images_per_s", "p99_ms",
                                                 "server_busy_fraction", "served_over_in_process")}

@@ -207,6 +207,81 @@ class DaliRunner:
 
 # --- the run --------------------------------------------------------------------------------------
 
+class _Table:
+    """The rows measured so far, printed as they come; `dali` measures one DALI configuration."""
+
+    def __init__(self, console, inp: Input, encoded: list[np.ndarray], args) -> None:
+        self.console, self.inp, self.encoded, self.args = console, inp, encoded, args
+        self.rows: list[dict] = []
+        self.skipped: list[dict] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="preprocess_bench_"))
+
+    def record(self, backend, label, output, rate, runs, **cfg) -> dict:
+        row = {"backend": backend, "label": label, "output": output, "img_s": round(rate, 1),
+               "img_s_runs": [round(r, 1) for r in runs], **cfg}
+        self.rows.append(row)
+        self.console.print(f"  {backend:<11} {label:<46} {rate:>10,.0f} img/s   runs {row['img_s_runs']}")
+        return row
+
+    def skip(self, backend: str, reason: str) -> None:
+        self.skipped.append({"backend": backend, "reason": reason})
+
+    def dali(self, device, load, batch, threads, instances, tag="") -> dict:
+        f = self.tmp / f"{device}_{load}_{batch}.dali"
+        if not f.exists():
+            serialize(self.inp, device, batch, f, num_threads=threads, hw_decoder_load=load)
+        runner = DaliRunner(f, 0 if device == "gpu" else None, threads, batch, instances, self.encoded)
+        rate, runs = runner.measure(self.args.min_time, self.args.repeats)
+        del runner
+        if device == "gpu":
+            label = f"load {load:g}, batch {batch}, {threads} thr, {instances} inst{tag}"
+            return self.record("DALI GPU", label, "GPU", rate, runs, sweep=tag.strip(" ()") or None,
+                               hw_decoder_load=load, batch=batch, num_threads=threads, instances=instances)
+        label = f"batch {batch}, {threads} thr, {instances} inst{tag}"
+        return self.record("DALI CPU", label, "host", rate, runs, batch=batch, num_threads=threads,
+                           instances=instances)
+
+
+def _dali_gpu_rows(table: _Table, args, defaults: Triton) -> None:
+    """DALI GPU: hw_decoder_load, then batch size, threads and instances around the best load;
+    then the spec's defaults and the grid, if asked for."""
+    if not args.no_sweep:
+        best = max((table.dali("gpu", load, args.batch, args.threads, 1, " (hw_decoder_load)")
+                    for load in args.hw_loads), key=lambda r: r["img_s"])
+        load = best["hw_decoder_load"]
+        for b in args.batch_sizes:
+            if b != args.batch:
+                table.dali("gpu", load, b, args.threads, 1, " (batch)")
+        for t in args.thread_counts:
+            if t != args.threads:
+                table.dali("gpu", load, args.batch, t, 1, " (threads)")
+        for k in args.instances:
+            if k != 1:
+                table.dali("gpu", load, args.batch, args.threads, k, " (instances)")
+        table.dali("gpu", defaults.hw_decoder_load, defaults.max_batch_size, defaults.dali_num_threads,
+                   defaults.gpu_instances, " (spec defaults)")
+    for load in args.grid_loads:
+        for b in args.grid_batches or [args.batch]:
+            for t in args.grid_threads or [args.threads]:
+                for k in args.grid_instances:
+                    table.dali("gpu", load, b, t, k, " (grid)")
+
+
+def _dataloader_rows(table: _Table, args, encoded_bytes: list[bytes]) -> None:
+    """torch's DataLoader with torchvision's transforms, the baseline the ratios are against."""
+    try:
+        import torch
+        import torchvision  # noqa: F401
+    except ImportError as err:
+        table.skip("DataLoader", f"torch/torchvision missing: {err}")
+        return
+    table.console.print("[bold]torch DataLoader[/] (torchvision Resize/CenterCrop/ToTensor/Normalize)")
+    out = "GPU" if torch.cuda.is_available() else "host"
+    for w in args.workers:
+        rate, runs = dataloader_rates(encoded_bytes, table.inp, w, args.batch, args.repeats)
+        table.record("DataLoader", f"{w} workers, batch {args.batch}", out, rate, runs, workers=w, batch=args.batch)
+
+
 def run(args) -> dict:
     from rich.console import Console
 
@@ -222,91 +297,30 @@ def run(args) -> dict:
     sizes = [len(e) for e in encoded_bytes]
     console.print(f"made {len(encoded)} JPEGs {args.width}x{args.height} q{args.quality} in "
                   f"{time.perf_counter() - t0:.1f} s (mean {np.mean(sizes) / 1024:.0f} KiB)")
+    table = _Table(console, inp, encoded, args)
 
-    rows: list[dict] = []
-    skipped: list[dict] = []
-    tmp = Path(tempfile.mkdtemp(prefix="preprocess_bench_"))
-
-    def record(backend, label, output, rate, runs, **cfg):
-        row = {"backend": backend, "label": label, "output": output, "img_s": round(rate, 1),
-               "img_s_runs": [round(r, 1) for r in runs], **cfg}
-        rows.append(row)
-        console.print(f"  {backend:<11} {label:<46} {rate:>10,.0f} img/s   runs {row['img_s_runs']}")
-        return row
-
-    def dali_row(device, load, batch, threads, instances, tag=""):
-        f = tmp / f"{device}_{load}_{batch}.dali"
-        if not f.exists():
-            serialize(inp, device, batch, f, num_threads=threads, hw_decoder_load=load)
-        runner = DaliRunner(f, 0 if device == "gpu" else None, threads, batch, instances, encoded)
-        rate, runs = runner.measure(args.min_time, args.repeats)
-        del runner
-        if device == "gpu":
-            label = f"load {load:g}, batch {batch}, {threads} thr, {instances} inst{tag}"
-            return record("DALI GPU", label, "GPU", rate, runs, sweep=tag.strip(" ()") or None,
-                          hw_decoder_load=load, batch=batch, num_threads=threads, instances=instances)
-        label = f"batch {batch}, {threads} thr, {instances} inst{tag}"
-        return record("DALI CPU", label, "host", rate, runs, batch=batch, num_threads=threads, instances=instances)
-
-    # DALI GPU: hw_decoder_load, then batch size, threads and instances around the best load.
     ok, why = dali_gpu_support() if "dali_gpu" not in args.skip else (False, "skipped by --skip")
     if ok:
         console.print("[bold]DALI GPU[/] (output stays on the GPU)")
-        if not args.no_sweep:
-            best = max((dali_row("gpu", load, args.batch, args.threads, 1, " (hw_decoder_load)")
-                        for load in args.hw_loads), key=lambda r: r["img_s"])
-            load = best["hw_decoder_load"]
-            for b in args.batch_sizes:
-                if b != args.batch:
-                    dali_row("gpu", load, b, args.threads, 1, " (batch)")
-            for t in args.thread_counts:
-                if t != args.threads:
-                    dali_row("gpu", load, args.batch, t, 1, " (threads)")
-            for k in args.instances:
-                if k != 1:
-                    dali_row("gpu", load, args.batch, args.threads, k, " (instances)")
-            dali_row("gpu", defaults.hw_decoder_load, defaults.max_batch_size, defaults.dali_num_threads,
-                     defaults.gpu_instances, " (spec defaults)")
-        for load in args.grid_loads:
-            for b in args.grid_batches or [args.batch]:
-                for t in args.grid_threads or [args.threads]:
-                    for k in args.grid_instances:
-                        dali_row("gpu", load, b, t, k, " (grid)")
+        _dali_gpu_rows(table, args, defaults)
     else:
-        skipped.append({"backend": "DALI GPU", "reason": why})
+        table.skip("DALI GPU", why)
         console.print(f"[yellow]DALI GPU skipped[/]: {why}")
-
     if "dali_cpu" not in args.skip:
         console.print("[bold]DALI CPU[/]")
         for t in args.cpu_threads:
-            dali_row("cpu", 0.0, args.batch, t, 1)
+            table.dali("cpu", 0.0, args.batch, t, 1)
     if "pil" not in args.skip:
         subset = encoded_bytes[: args.pil_images]
         rate, runs = repeat(lambda: pil_loop(subset, inp), max(1, min(args.repeats, 2)))
-        record("PIL loop", f"1 process, per image ({len(subset)} images)", "host", rate, runs)
-    try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-        have_torch = True
-    except ImportError as err:
-        have_torch, torch_why = False, str(err)
-    if "dataloader" in args.skip:
-        pass
-    elif not have_torch:
-        skipped.append({"backend": "DataLoader", "reason": f"torch/torchvision missing: {torch_why}"})
-    else:
-        import torch
+        table.record("PIL loop", f"1 process, per image ({len(subset)} images)", "host", rate, runs)
+    if "dataloader" not in args.skip:
+        _dataloader_rows(table, args, encoded_bytes)
 
-        console.print("[bold]torch DataLoader[/] (torchvision Resize/CenterCrop/ToTensor/Normalize)")
-        out = "GPU" if torch.cuda.is_available() else "host"
-        for w in args.workers:
-            rate, runs = dataloader_rates(encoded_bytes, inp, w, args.batch, args.repeats)
-            record("DataLoader", f"{w} workers, batch {args.batch}", out, rate, runs, workers=w, batch=args.batch)
-
+    rows = table.rows
     base = max((r for r in rows if r["backend"] == "DataLoader"), key=lambda r: r["workers"], default=None)
     for r in rows:
         r["ratio_vs_dataloader"] = round(r["img_s"] / base["img_s"], 2) if base else None
-
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "environment": env,
@@ -318,7 +332,7 @@ def run(args) -> dict:
         "spec_defaults": {"hw_decoder_load": defaults.hw_decoder_load, "dali_num_threads": defaults.dali_num_threads,
                           "gpu_instances": defaults.gpu_instances, "max_batch_size": defaults.max_batch_size},
         "rows": rows,
-        "skipped": skipped,
+        "skipped": table.skipped,
     }
     gpu_rows = [r for r in rows if r["backend"] == "DALI GPU"]
     if gpu_rows:

@@ -150,6 +150,64 @@ def stats_delta(a: dict, b: dict, model: str) -> dict:
             **{f"{key}_ms_per_request": ms for key, ms in per_request_ms(d).items()}}
 
 
+def _write(out: Path | None, result: dict) -> None:
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _spec(args) -> ModelSpec:
+    """The one-model spec whose preprocessing step is served: batch, instances and threads as asked."""
+    triton = Triton(max_batch_size=args.batch, preferred_batch_sizes=(args.batch,),
+                    gpu_instances=args.instances, cpu_instances=args.instances,
+                    dali_gpu_num_threads=args.threads, dali_num_threads=args.threads,
+                    hw_decoder_load=args.hw_decoder_load)
+    return ModelSpec(name="bench", input=Input(resize=256, crop=224), triton=triton,
+                     engine={"opt_batch": min(32, args.batch)})
+
+
+def _served(server, model: str, requests: list, reference: np.ndarray, args, result: dict) -> list[dict]:
+    """Parity of the served output with the in-process one (into `result`), then one point per
+    concurrency with where a request's time goes inside the server."""
+    from clients.sender import Sender
+
+    with Sender(server.grpc_url, "grpc") as sender:
+        served0 = sender.infer_array(model, layout.DALI_INPUT, requests[0], layout.DALI_OUTPUT)
+    diff = np.abs(served0 - reference)
+    result["parity_vs_in_process"] = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+                                      "shape": list(served0.shape)}
+    print(f"served vs in-process output, same batch: max abs {diff.max():.3g}, "
+          f"mean abs {diff.mean():.3g}", flush=True)
+    points = []
+    for c in (int(x) for x in args.concurrency.split(",")):
+        before = server_stats(server.grpc_url, model)
+        pt = served_rate(server.grpc_url, model, requests, c, args.seconds, args.warmup)
+        pt["server_side"] = stats_delta(before, server_stats(server.grpc_url, model), model)
+        points.append(pt)
+        ss = pt["server_side"]
+        print(f"served, {c} requests in flight: {pt['img_s']:,.0f} img/s "
+              f"(p50 latency {pt['latency_ms_p50']:.0f} ms; inside the server per request: "
+              f"queue {ss['queue_ms_per_request']:.0f} ms, input {ss['compute_input_ms_per_request']:.0f}, "
+              f"execute {ss['compute_infer_ms_per_request']:.0f}, output "
+              f"{ss['compute_output_ms_per_request']:.0f}, total {ss['success_ms_per_request']:.0f})",
+              flush=True)
+    return points
+
+
+def _in_process(dali_file: Path, device_id: int | None, rows: list, args, result: dict) -> tuple:
+    """DALI alone, output left where it is made and with the host copy; (both rates, the reference output)."""
+    gpu_rate, gpu_runs, reference = in_process_rate(dali_file, device_id, args.threads, args.batch,
+                                                    args.instances, rows, False, args.min_time, args.repeats)
+    host_rate, host_runs, _ = in_process_rate(dali_file, device_id, args.threads, args.batch, args.instances,
+                                              rows, True, args.min_time, args.repeats)
+    result["in_process"] = {"output_on_device": {"img_s": gpu_rate, "runs": gpu_runs},
+                            "host_copy": {"img_s": host_rate, "runs": host_runs}}
+    print(f"in-process ({args.instances} pipelines): output left on the "
+          f"{'GPU' if device_id is not None else 'host'} {gpu_rate:,.0f} img/s; with host copy {host_rate:,.0f} img/s",
+          flush=True)
+    return gpu_rate, host_rate, reference
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     target = "gpu"
@@ -163,19 +221,12 @@ def main(argv=None) -> int:
         if not ok:
             print(f"skipped: {reason} (the served GPU benchmark needs a CUDA GPU and DALI with GPU support; "
                   "--cpu-smoke checks the mechanics without one)")
-            if args.out:
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps({"skipped": reason}, indent=2) + "\n")
+            _write(args.out, {"skipped": reason})
             return 0
 
     from serving.local_server import LocalTritonServer, free_port
 
-    triton = Triton(max_batch_size=args.batch, preferred_batch_sizes=(args.batch,),
-                    gpu_instances=args.instances, cpu_instances=args.instances,
-                    dali_gpu_num_threads=args.threads, dali_num_threads=args.threads,
-                    hw_decoder_load=args.hw_decoder_load)
-    spec = ModelSpec(name="bench", input=Input(resize=256, crop=224), triton=triton,
-                     engine={"opt_batch": min(32, args.batch)})
+    spec = _spec(args)
     result: dict = {"environment": environment(), "target": target,
                     "config": {"max_batch_size": args.batch, "request_batch": args.batch,
                                "instances": args.instances, "num_threads": args.threads,
@@ -195,21 +246,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="served-pre-") as tmp:
         repo = build_repository(Path(tmp) / "repo", spec, target, args.hw_decoder_load)
         model = layout.preprocess_model(spec.name)
-        dali_file = repo / model / "1" / "model.dali"
         print((repo / model / "config.pbtxt").read_text(), flush=True)
-        device_id = 0 if target == "gpu" else None
-
-        gpu_rate, gpu_runs, reference = in_process_rate(dali_file, device_id, args.threads, args.batch,
-                                                        args.instances, rows, False, args.min_time, args.repeats)
-        host_rate, host_runs, _ = in_process_rate(dali_file, device_id, args.threads, args.batch, args.instances,
-                                                  rows, True, args.min_time, args.repeats)
-        result["in_process"] = {
-            "output_on_device": {"img_s": gpu_rate, "runs": gpu_runs},
-            "host_copy": {"img_s": host_rate, "runs": host_runs}}
-        print(f"in-process ({args.instances} pipelines): output left on the "
-              f"{'GPU' if target == 'gpu' else 'host'} {gpu_rate:,.0f} img/s; with host copy {host_rate:,.0f} img/s",
-              flush=True)
-
+        gpu_rate, host_rate, reference = _in_process(repo / model / "1" / "model.dali",
+                                                     0 if target == "gpu" else None, rows, args, result)
         extra = (f"--backend-config=python,shm-growth-byte-size={args.shm_growth_mb * 2**20}",) \
             if args.shm_growth_mb else ()
         server = LocalTritonServer(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
@@ -220,35 +259,12 @@ def main(argv=None) -> int:
         except Exception as err:
             result["served"] = {"error": str(err)}
             print(f"tritonserver failed: {err}", flush=True)
-            if args.out:
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(result, indent=2) + "\n")
+            _write(args.out, result)
             return 1
         result["server_start_s"] = round(time.perf_counter() - t0, 1)
         print(f"tritonserver ready in {result['server_start_s']} s", flush=True)
         try:
-            from clients.sender import Sender
-
-            with Sender(server.grpc_url, "grpc") as sender:
-                served0 = sender.infer_array(model, layout.DALI_INPUT, requests[0], layout.DALI_OUTPUT)
-            diff = np.abs(served0 - reference)
-            result["parity_vs_in_process"] = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
-                                              "shape": list(served0.shape)}
-            print(f"served vs in-process output, same batch: max abs {diff.max():.3g}, "
-                  f"mean abs {diff.mean():.3g}", flush=True)
-            points = []
-            for c in (int(x) for x in args.concurrency.split(",")):
-                before = server_stats(server.grpc_url, model)
-                pt = served_rate(server.grpc_url, model, requests, c, args.seconds, args.warmup)
-                pt["server_side"] = stats_delta(before, server_stats(server.grpc_url, model), model)
-                points.append(pt)
-                ss = pt["server_side"]
-                print(f"served, {c} requests in flight: {pt['img_s']:,.0f} img/s "
-                      f"(p50 latency {pt['latency_ms_p50']:.0f} ms; inside the server per request: "
-                      f"queue {ss['queue_ms_per_request']:.0f} ms, input {ss['compute_input_ms_per_request']:.0f}, "
-                      f"execute {ss['compute_infer_ms_per_request']:.0f}, output "
-                      f"{ss['compute_output_ms_per_request']:.0f}, total {ss['success_ms_per_request']:.0f})",
-                      flush=True)
+            points = _served(server, model, requests, reference, args, result)
         finally:
             server.stop()
             result["server_log_tail"] = server.log_tail(15)
@@ -265,11 +281,9 @@ def main(argv=None) -> int:
           f"{result['fraction']['served_over_in_process_on_device']:.3f}")
     print(f"served / in-process (with host copy):   {result['fraction']['served_over_in_process_host_copy']:.3f}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        _write(args.out, result)
         print(f"wrote {args.out}")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,6 +19,7 @@ from builders.stages import BuildContext, Stage, made_by
 from contract import layout
 from contract.errors import ToolkitError
 from contract.images import load_image_folder
+from contract.manifest import Measured
 from contract.spec import Calibration, Input, ModelSpec, Source, Triton
 
 ProgressFactory = Callable[[str], Callable[[int, int], None]]  # description -> update(done, total)
@@ -49,14 +50,10 @@ class OnnxModel:
     notes: str = ""
 
 
-@dataclass
-class Evaluation:
-    precision: str
-    runnable: bool
-    reason: str = ""
-    accuracy: float | None = None
-    top1_agreement_fp32: float | None = None
-    max_abs_diff_fp32: float | None = None
+@dataclass(frozen=True)
+class Evaluation(Measured):
+    """The evaluate stage's output: the measurement and the reference it was compared with."""
+
     reference: str = "fp32"
     reference_accuracy: float | None = None
 

@@ -205,6 +205,7 @@ class Stage(Generic[O]):
         if not ctx.force and record.is_file():
             out = self._load(record, final)
             if out is not None:
+                record.touch()   # last use, for prune_cache
                 log.info("%s: cached (%s)", shown, key)
                 ctx.records.append(StageRecord(shown, key, time.perf_counter() - start, True))
                 return out
@@ -248,3 +249,20 @@ class Stage(Generic[O]):
                     return None
             values[f.name] = v
         return self.output(**values)
+
+
+def prune_cache(cache_dir: Path, unused_for_s: float) -> list[Path]:
+    """Remove the entries of the stage cache at `cache_dir` not used (made or read) for
+    `unused_for_s` seconds, and partial ones as old; returns what was removed. An entry's last use
+    is its output.json's modification time, which a cache hit renews."""
+    removed = []
+    cutoff = time.time() - unused_for_s
+    for entry in sorted(Path(cache_dir).glob("*/*")):
+        if not entry.is_dir():
+            continue
+        mark = entry / "output.json"
+        used = (mark if mark.is_file() else entry).stat().st_mtime
+        if used < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed

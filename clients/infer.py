@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from contract.errors import CannotRun, ToolkitError, UsageError
+from contract.errors import CannotRun, UsageError, exit_code_of
 
 # What DALI's decoder (fn.decoders.image, both targets) reads, by file name; GIF is not among them.
 SERVED_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WebP",
@@ -246,11 +246,7 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(_parser().parse_args(argv))
-    except ToolkitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    return exit_code_of(run, _parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -73,7 +73,10 @@ class Sender:
     def infer(self, model: str, inputs: list, outputs: list | None = None):
         """tritonclient's InferResult of one request; tritonclient's exceptions as they come."""
         kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" and self.timeout_s else {}
-        return self.client.infer(model, inputs, outputs=outputs, headers=self.headers, **kw)
+        # A copy each time: tritonclient's HTTP infer writes the request's JSON length into the
+        # dict it is given, and a stale length breaks the next request that has no binary input.
+        headers = dict(self.headers) if self.headers else None
+        return self.client.infer(model, inputs, outputs=outputs, headers=headers, **kw)
 
     def infer_array(self, model: str, input_name: str, array: np.ndarray, output_name: str) -> np.ndarray:
         """The output `output_name` for one UINT8 array sent as `input_name`."""

@@ -33,7 +33,7 @@ import numpy as np
 from clients import provenance
 from clients._verify_report import Findings, render, write_json
 from contract import layout
-from contract.errors import CannotRun, MissingInput, ToolkitError, UsageError
+from contract.errors import CannotRun, MissingInput, UsageError, exit_code_of
 from contract.manifest import ModelEntry, load_manifest
 from contract.verdict import Verdict
 
@@ -378,11 +378,7 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.command = provenance.command("tik-verify", argv)
-    try:
-        return run(args)
-    except ToolkitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    return exit_code_of(run, args)
 
 
 if __name__ == "__main__":

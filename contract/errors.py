@@ -15,6 +15,9 @@ Exit codes:
 """
 from __future__ import annotations
 
+import sys
+from typing import Any, Callable
+
 FAILED = 1
 USAGE = 2
 
@@ -42,3 +45,13 @@ class CannotRun(ToolkitError):
 class MissingInput(ToolkitError, FileNotFoundError):
     """Input a command needs is not there (no images, no repository, no checkpoint); exit code 1,
     the code these commands always exited with."""
+
+
+def exit_code_of(work: Callable[..., int], *args: Any) -> int:
+    """What a command's main() returns: `work(*args)`'s exit code, or, when it raises a
+    ToolkitError, that error's code after printing "error: <message>" on stderr."""
+    try:
+        return work(*args)
+    except ToolkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code

@@ -77,10 +77,9 @@ def relative(path: str | Path | None, folder: Path) -> str | None:
 
 
 @dataclass(frozen=True)
-class PrecisionResult:
-    """What the build measured for one precision's model (ONNX Runtime on the validation images):
-    top-1 accuracy, agreement with fp32 and max |logit difference|; `targets`: the same for the
-    model each target uses (int8 differs: U8S8 on cpu, S8S8 Q/DQ as the plans' source on gpu)."""
+class Measured:
+    """One precision's model measured on the validation images (ONNX Runtime): whether it runs
+    here (`reason` when not), top-1 accuracy, agreement with fp32 and max |logit difference|."""
 
     precision: str
     runnable: bool
@@ -88,6 +87,14 @@ class PrecisionResult:
     accuracy: float | None = None
     top1_agreement_fp32: float | None = None
     max_abs_diff_fp32: float | None = None
+
+
+@dataclass(frozen=True)
+class PrecisionResult(Measured):
+    """What the manifest records for one precision: the measurement, the build's seconds and notes;
+    `targets`: the same for the model each target uses (int8 differs: U8S8 on cpu, S8S8 Q/DQ as
+    the plans' source on gpu)."""
+
     build_seconds: float | None = None
     notes: str = ""
     targets: dict[str, "PrecisionResult"] = field(default_factory=dict)

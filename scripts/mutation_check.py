@@ -114,6 +114,20 @@ MUTANTS = [
            ["tests/test_stage_cache.py"]),
     Mutant("tool-versions-ignored", "builders/stages.py", "out[name] = installed[name]", 'out[name] = "any"',
            ["tests/test_stage_cache.py"]),
+    # The five breakages the suite once let through (each is pinned by a test since):
+    Mutant("image-limit-uses-request-limit", "serving/backends/dali/model.py",
+           "_first_over_image_limit(sizes, self.max_image_pixels)",
+           "_first_over_image_limit(sizes, self.max_request_pixels)",
+           ["tests/test_preprocess_limits.py", "-k", "each_pixel_limit_holds_alone"]),
+    Mutant("cpu-int8-per-tensor", "builders/precision.py", "per_channel=True,", "per_channel=symmetric,",
+           ["tests/test_builder.py", "-k", "cpu_target_serves_onnxruntime_int8"]),
+    Mutant("write-back-the-default", "benchmarks/config_search/__main__.py",
+           "written = _write_back(args, repo, winner, best.feasible, say)",
+           "written = _write_back(args, repo, start, best.feasible, say)", ["tests/test_config_search.py"]),
+    Mutant("average-is-median", "benchmarks/stats.py", '"avg": float(ms.mean())', '"avg": float(np.median(ms))',
+           ["tests/test_stats_results.py"]),
+    Mutant("softmax-over-the-batch", "clients/results.py", "probs /= probs.sum(axis=1, keepdims=True)",
+           "probs /= probs.sum(axis=0, keepdims=True)", ["tests/test_stats_results.py"]),
 ]
 
 

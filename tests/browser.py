@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -33,7 +35,8 @@ class Browser:
             [binary, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run", "--disable-extensions",
              f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
              f"--user-data-dir={self._profile.name}", f"--window-size={width},{height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)   # its own process group: its helpers are stopped with it
         self.events: list[dict] = []
         self._id = 0
         self.ws = self._connect(port)
@@ -121,10 +124,23 @@ class Browser:
         try:
             self.ws.close()
         finally:
-            self.proc.terminate()
+            # The whole group: chromium's helper processes outlive the browser process for a moment
+            # and still write into the profile, which then cannot be removed.
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+            for _ in range(50):    # helpers that ignored SIGTERM: gone within a few seconds
+                try:
+                    os.killpg(self.proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self._profile.cleanup()

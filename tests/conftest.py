@@ -1,8 +1,9 @@
 """Shared fixtures: one real build of the built-in demo per test session.
 
 The build uses the default spec (build.toml), so the session also checks what the README's
-first command produces; output and cache live in a temporary folder, never in the checkout.
-While developing, TOOLKIT_TEST_CACHE=.cache/build reuses the stage cache: a rerun builds in seconds.
+first command produces; its output lives in a temporary folder, never in the checkout, and its
+stage cache is kept between sessions on one machine (see build_cache; TOOLKIT_TEST_FRESH_CACHE=1
+builds everything from scratch, TOOLKIT_TEST_CACHE=DIR uses DIR).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -17,12 +19,39 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+# The stage cache kept between test sessions on one machine. A stage's key covers its inputs, its
+# code and its tools' versions (builders/stages.py), so a change rebuilds exactly what it touches
+# and the tests check what the changed code builds; what nothing changed is not built again
+# (the demo build alone is over two minutes on two cores). Entries unused for a week are pruned.
+SHARED_CACHE = (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "triton-image-toolkit"
+                / "test-build-cache")
+SHARED_CACHE_UNUSED_S = 7 * 24 * 3600
+
+
 @pytest.fixture(scope="session")
-def build_cache(tmp_path_factory) -> Path:
-    """A fresh stage cache, or TOOLKIT_TEST_CACHE's folder for quick local reruns (CI leaves it unset)."""
+def build_cache(tmp_path_factory) -> Iterator[Path]:
+    """The stage cache of this session's builds: TOOLKIT_TEST_CACHE's folder if set; a fresh one
+    with TOOLKIT_TEST_FRESH_CACHE=1, or when another session on this machine holds the shared
+    one (tests delete entries of it); else the shared one, held for the session."""
     if os.environ.get("TOOLKIT_TEST_CACHE"):
-        return Path(os.environ["TOOLKIT_TEST_CACHE"]).resolve()
-    return tmp_path_factory.mktemp("build-cache")
+        yield Path(os.environ["TOOLKIT_TEST_CACHE"]).resolve()
+        return
+    if os.environ.get("TOOLKIT_TEST_FRESH_CACHE") == "1":
+        yield tmp_path_factory.mktemp("build-cache")
+        return
+    import fcntl
+
+    from builders.stages import prune_cache
+
+    SHARED_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(SHARED_CACHE.with_name("test-build-cache.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield tmp_path_factory.mktemp("build-cache")
+            return
+        prune_cache(SHARED_CACHE, SHARED_CACHE_UNUSED_S)
+        yield SHARED_CACHE
 
 
 @pytest.fixture(scope="session")

@@ -137,6 +137,30 @@ def test_toolkit_upgrade_reruns_every_stage(chain):
     assert run()["ran"] == ["a", "b"]
 
 
+def test_prune_keeps_what_a_build_used_and_removes_what_none_did(chain, tmp_path):
+    """A cache hit renews an entry's last use, so pruning after a rebuild removes only the entry
+    that the current code no longer reaches (a's old key), and the chain still runs from cache."""
+    import time
+
+    from builders.stages import prune_cache
+
+    run, mods, _site = chain
+    run()
+    cache = tmp_path / "cache"
+    old_a = {p.name for p in (cache / "a").iterdir()}
+    (mods / "mod_a.py").write_text(MOD_A.replace("n * 2", "n * 3"))
+    run()                                                   # a: new key; b: new input, new key
+    a_now = {p.name for p in (cache / "a").iterdir()} - old_a
+    day_ago = time.time() - 86400
+    for entry in [*(cache / "a").iterdir(), *(cache / "b").iterdir()]:
+        os.utime(entry / "output.json", (day_ago, day_ago))
+    assert run()["ran"] == []                               # hits renew a's and b's current entries
+    removed = prune_cache(cache, 3600)
+    assert {p.parent.name for p in removed} == {"a", "b"} and {p.name for p in removed if p.parent.name == "a"} == old_a
+    assert {p.name for p in (cache / "a").iterdir()} == a_now
+    assert run()["ran"] == []
+
+
 def test_code_hash_ignores_layout_and_comments_not_logic():
     base = 'def f(x):\n    """Doc."""\n    return x + 1  # one\n'
     assert code_hash(base) == code_hash('def f( x ):\n\n    # why\n    return (x+1)\n')

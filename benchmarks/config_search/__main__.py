@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from contract.errors import MissingInput, ToolkitError, UsageError
+from contract.errors import MissingInput, UsageError, exit_code_of
 from contract.images import request_pool
 from benchmarks.config_search import measure as m, report, space, writeback
 from benchmarks.config_search.strategy import Score, coordinate_descent
@@ -207,11 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 160)
-    try:
-        return run(args, argv, console)
-    except ToolkitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    return exit_code_of(run, args, argv, console)
 
 
 def _confirm(repo, args, settings, batches, start, winner, written: bool, say) -> dict:

@@ -142,75 +142,26 @@ def build_plan(onnx_path: Path, plan_path: Path, precision: str, engine_spec: En
     require_tensorrt()
     import tensorrt as trt
 
-    major = tensorrt_major(trt.__version__)
     implicit = precision == "int8" and engine_spec.int8_implicit_calibrator
     if implicit:
-        if not hasattr(trt, "IInt8EntropyCalibrator2"):
-            raise EngineUnavailable(f"TensorRT {trt.__version__} has no IInt8EntropyCalibrator2 (removed in 11): "
-                                    "set engine.int8_implicit_calibrator = false to use the Q/DQ ONNX")
-        if calib_images is None or len(calib_images) < 1:
-            raise ValueError("engine.int8_implicit_calibrator needs calib_images (N×C×H×W float32)")
-        if onnx_has_qdq(onnx_path):
-            raise ValueError(f"{onnx_path} already has Q/DQ nodes: implicit calibration takes the fp32 ONNX")
-
-    settings = builder_settings(precision, major, implicit, engine_spec.version_compatible)
+        _check_implicit_inputs(trt, onnx_path, calib_images)
+    settings = builder_settings(precision, tensorrt_major(trt.__version__), implicit, engine_spec.version_compatible)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    # Strong typing (the only mode in 11, where the flag is still accepted): the ONNX variant
-    # decides precision. Weak typing only for 10's implicit calibrator, which needs it.
-    strongly_typed = settings["strongly_typed"]
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "\n".join(f"  {parser.get_error(i)}" for i in range(parser.num_errors))
-        raise EngineBuildError(f"TensorRT {trt.__version__} could not parse {onnx_path}:\n{errors}")
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, engine_spec.workspace_mib << 20)
-    # DETAILED keeps per-layer precision and tactics in the plan for the inspector summary.
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    network = _parse_onnx(trt, builder, logger, onnx_path, settings["strongly_typed"])
     chw = list(input_shape_chw)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, trt.Dims([engine_spec.min_batch, *chw]), trt.Dims([engine_spec.opt_batch, *chw]),
-                      trt.Dims([max_batch, *chw]))
-    config.add_optimization_profile(profile)
-
-    # BuilderFlag.INT8 exists only up to TensorRT 10: set only on the implicit-calibrator path.
-    # VERSION_COMPATIBLE puts a lean runtime in the plan (Triton: version-compatible=true).
-    for name in settings["set"]:
-        config.set_flag(getattr(trt.BuilderFlag, name))
-    for name in settings["clear"]:
-        if hasattr(trt.BuilderFlag, name):  # TF32: on by default; fp32 plans clear it
-            config.clear_flag(getattr(trt.BuilderFlag, name))
-    flag_names = list(settings["set"]) + [f"-{name}" for name in settings["clear"]]
-    if engine_spec.hardware_compatible:
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    config, flag_names = _builder_config(trt, builder, settings, engine_spec, input_name, chw, max_batch)
 
     calibration: dict[str, Any] | None = None
     calibrator: Any = None
     if implicit:
         assert calib_images is not None
         cache_path = Path(calib_cache_path or plan_path.with_name(plan_path.stem + ".calib.cache"))
-        batch = max(1, min(engine_spec.opt_batch, max_batch, len(calib_images)))
-        calib_profile = builder.create_optimization_profile()
-        fixed = trt.Dims([batch, *chw])
-        calib_profile.set_shape(input_name, fixed, fixed, fixed)
-        config.set_calibration_profile(calib_profile)
-        calibration = {"method": "IInt8EntropyCalibrator2", "cache": str(cache_path),
-                       "cache_reused": cache_path.exists(), "images": int(len(calib_images) // batch * batch)}
-        calibrator = _entropy_calibrator(calib_images, batch, cache_path)
-        config.int8_calibrator = calibrator
+        calibration, calibrator = _attach_calibrator(trt, builder, config, calib_images, cache_path, engine_spec,
+                                                     input_name, chw, max_batch)
     elif precision == "int8":
         calibration = {"method": "explicit Q/DQ in the ONNX"}
-
-    cache_bytes = timing_cache_path.read_bytes() if timing_cache_path.exists() else b""
-    # Always attach a cache (empty on the first build) so it can be saved for the next build.
-    timing_cache = config.create_timing_cache(cache_bytes)
-    accepted = timing_cache is not None and config.set_timing_cache(timing_cache, False)
-    if not accepted:  # a cache from another TensorRT version or GPU: start afresh
-        config.set_timing_cache(config.create_timing_cache(b""), False)
-    cache_reused = bool(cache_bytes) and accepted
+    cache_reused = _attach_timing_cache(config, timing_cache_path)
 
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -225,9 +176,85 @@ def build_plan(onnx_path: Path, plan_path: Path, precision: str, engine_spec: En
     write_atomic(timing_cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
 
     inspected, summary = inspect_plan(logger, plan, plan_path, input_name, [engine_spec.opt_batch, *chw],
-                                  engine_spec.version_compatible)
+                                      engine_spec.version_compatible)
     info = common_info(plan_path, precision, engine_spec, max_batch, input_name, chw, timing_cache_path,
-                        cache_reused, str(trt.__version__), seconds)
-    info.update(builder="python", typing="strong" if strongly_typed else "weak", builder_flags=flag_names,
-                calibration=calibration, inspector=str(inspected), layer_summary=summary)
+                       cache_reused, str(trt.__version__), seconds)
+    info.update(builder="python", typing="strong" if settings["strongly_typed"] else "weak",
+                builder_flags=flag_names, calibration=calibration, inspector=str(inspected), layer_summary=summary)
     return info
+
+
+def _check_implicit_inputs(trt: Any, onnx_path: Path, calib_images: np.ndarray | None) -> None:
+    """What TensorRT 10's implicit calibrator needs: the class, images, and the fp32 (no Q/DQ) ONNX."""
+    if not hasattr(trt, "IInt8EntropyCalibrator2"):
+        raise EngineUnavailable(f"TensorRT {trt.__version__} has no IInt8EntropyCalibrator2 (removed in 11): "
+                                "set engine.int8_implicit_calibrator = false to use the Q/DQ ONNX")
+    if calib_images is None or len(calib_images) < 1:
+        raise ValueError("engine.int8_implicit_calibrator needs calib_images (N×C×H×W float32)")
+    if onnx_has_qdq(onnx_path):
+        raise ValueError(f"{onnx_path} already has Q/DQ nodes: implicit calibration takes the fp32 ONNX")
+
+
+def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed: bool) -> Any:
+    """The network parsed from `onnx_path`; EngineBuildError with the parser's errors when it fails."""
+    # Strong typing (the only mode in 11, where the flag is still accepted): the ONNX variant
+    # decides precision. Weak typing only for 10's implicit calibrator, which needs it.
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "\n".join(f"  {parser.get_error(i)}" for i in range(parser.num_errors))
+        raise EngineBuildError(f"TensorRT {trt.__version__} could not parse {onnx_path}:\n{errors}")
+    return network
+
+
+def _builder_config(trt: Any, builder: Any, settings: dict[str, Any], engine_spec: Engine, input_name: str,
+                    chw: list[int], max_batch: int) -> tuple[Any, list[str]]:
+    """The builder config (workspace, the one optimization profile, flags) and the flags' names as
+    the manifest records them ("-TF32" for a cleared flag)."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, engine_spec.workspace_mib << 20)
+    # DETAILED keeps per-layer precision and tactics in the plan for the inspector summary.
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    profile = builder.create_optimization_profile()
+    profile.set_shape(input_name, trt.Dims([engine_spec.min_batch, *chw]), trt.Dims([engine_spec.opt_batch, *chw]),
+                      trt.Dims([max_batch, *chw]))
+    config.add_optimization_profile(profile)
+    # BuilderFlag.INT8 exists only up to TensorRT 10: set only on the implicit-calibrator path.
+    # VERSION_COMPATIBLE puts a lean runtime in the plan (Triton: version-compatible=true).
+    for name in settings["set"]:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in settings["clear"]:
+        if hasattr(trt.BuilderFlag, name):  # TF32: on by default; fp32 plans clear it
+            config.clear_flag(getattr(trt.BuilderFlag, name))
+    if engine_spec.hardware_compatible:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    return config, list(settings["set"]) + [f"-{name}" for name in settings["clear"]]
+
+
+def _attach_calibrator(trt: Any, builder: Any, config: Any, calib_images: np.ndarray, cache_path: Path,
+                       engine_spec: Engine, input_name: str, chw: list[int],
+                       max_batch: int) -> tuple[dict[str, Any], Any]:
+    """Set the entropy calibrator and its fixed-shape profile on `config`; returns what the
+    manifest records about the calibration and the calibrator (kept alive through the build)."""
+    batch = max(1, min(engine_spec.opt_batch, max_batch, len(calib_images)))
+    calib_profile = builder.create_optimization_profile()
+    fixed = trt.Dims([batch, *chw])
+    calib_profile.set_shape(input_name, fixed, fixed, fixed)
+    config.set_calibration_profile(calib_profile)
+    calibration = {"method": "IInt8EntropyCalibrator2", "cache": str(cache_path),
+                   "cache_reused": cache_path.exists(), "images": int(len(calib_images) // batch * batch)}
+    calibrator = _entropy_calibrator(calib_images, batch, cache_path)
+    config.int8_calibrator = calibrator
+    return calibration, calibrator
+
+
+def _attach_timing_cache(config: Any, timing_cache_path: Path) -> bool:
+    """Attach the timing cache at `timing_cache_path` (empty when missing or from another TensorRT
+    or GPU, so it can be saved for the next build); True when the saved one was reused."""
+    cache_bytes = timing_cache_path.read_bytes() if timing_cache_path.exists() else b""
+    timing_cache = config.create_timing_cache(cache_bytes)
+    accepted = timing_cache is not None and config.set_timing_cache(timing_cache, False)
+    if not accepted:  # a cache from another TensorRT version or GPU: start afresh
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+    return bool(cache_bytes) and accepted

@@ -20,7 +20,7 @@ def check_onnx_for_tensorrt(onnx_path: Path, precision: str, input_name: str | N
     output-channel axis, no dynamic or QOperator-style quantization).
     """
     import onnx
-    from onnx import TensorProto, numpy_helper
+    from onnx import TensorProto
 
     model = onnx.load(str(onnx_path))
     graph = model.graph
@@ -62,39 +62,8 @@ def check_onnx_for_tensorrt(onnx_path: Path, precision: str, input_name: str | N
         for name in n.input:
             consumers.setdefault(name, []).append(n)
     for n in graph.node:
-        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        scale = numpy_helper.to_array(inits[n.input[1]]) if n.input[1] in inits else None
-        zero = numpy_helper.to_array(inits[n.input[2]]) if len(n.input) > 2 and n.input[2] in inits else None
-        where = f"{n.op_type} {n.name or n.output[0]!r}"
-        if scale is not None and not np.all(scale > 0):
-            problems.append(f"{where}: scales must be positive")
-        source = inits.get(n.input[0])
-        if n.op_type == "DequantizeLinear" and source is not None and source.data_type == TensorProto.INT32:
-            problems.append(f"{where}: int32 quantized bias; TensorRT's Q/DQ takes int8 (quantize with "
-                            "extra_options QuantizeBias=False and keep biases float)")
-            continue
-        if zero is not None:
-            if zero.dtype != np.int8:
-                problems.append(f"{where}: zero point type {zero.dtype} (TensorRT needs int8, symmetric)")
-            elif np.any(zero != 0):
-                problems.append(f"{where}: zero points must be 0 (symmetric quantization)")
-        per_channel = scale is not None and scale.size > 1
-        is_weight = n.op_type == "DequantizeLinear" and n.input[0] in inits
-        if per_channel and not is_weight:
-            problems.append(f"{where}: activations must be quantized per tensor")
-        if per_channel and is_weight:
-            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
-            weight = inits[n.input[0]]
-            rank = len(weight.dims)
-            axis = axis % rank if rank else axis
-            for c in consumers.get(n.output[0], []):
-                trans_b = next((a.i for a in c.attribute if a.name == "transB"), 0)
-                want = {"Conv": 0, "ConvTranspose": 1, "MatMul": rank - 1,
-                        "Gemm": 0 if trans_b else 1}.get(c.op_type)
-                if want is not None and axis != want:
-                    problems.append(f"{where}: per-channel weight axis {axis}, but {c.op_type} "
-                                    f"needs its output-channel axis {want}")
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            problems.extend(_qdq_problems(n, inits, consumers))
     return problems
 
 
@@ -102,3 +71,40 @@ def onnx_has_qdq(onnx_path: Path) -> bool:
     import onnx
 
     return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(onnx_path), load_external_data=False).graph.node)
+
+
+def _qdq_problems(n: Any, inits: dict[str, Any], consumers: dict[str, list[Any]]) -> list[str]:
+    """What TensorRT would reject in one QuantizeLinear/DequantizeLinear node `n` (its scale and zero
+    point from the initializers `inits`; `consumers` maps a tensor to the nodes that read it)."""
+    from onnx import TensorProto, numpy_helper
+
+    problems: list[str] = []
+    scale = numpy_helper.to_array(inits[n.input[1]]) if n.input[1] in inits else None
+    zero = numpy_helper.to_array(inits[n.input[2]]) if len(n.input) > 2 and n.input[2] in inits else None
+    where = f"{n.op_type} {n.name or n.output[0]!r}"
+    if scale is not None and not np.all(scale > 0):
+        problems.append(f"{where}: scales must be positive")
+    source = inits.get(n.input[0])
+    if n.op_type == "DequantizeLinear" and source is not None and source.data_type == TensorProto.INT32:
+        return problems + [f"{where}: int32 quantized bias; TensorRT's Q/DQ takes int8 (quantize with "
+                           "extra_options QuantizeBias=False and keep biases float)"]
+    if zero is not None:
+        if zero.dtype != np.int8:
+            problems.append(f"{where}: zero point type {zero.dtype} (TensorRT needs int8, symmetric)")
+        elif np.any(zero != 0):
+            problems.append(f"{where}: zero points must be 0 (symmetric quantization)")
+    per_channel = scale is not None and scale.size > 1
+    is_weight = n.op_type == "DequantizeLinear" and n.input[0] in inits
+    if per_channel and not is_weight:
+        problems.append(f"{where}: activations must be quantized per tensor")
+    if per_channel and is_weight:
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        rank = len(inits[n.input[0]].dims)
+        axis = axis % rank if rank else axis
+        for c in consumers.get(n.output[0], []):
+            trans_b = next((a.i for a in c.attribute if a.name == "transB"), 0)
+            want = {"Conv": 0, "ConvTranspose": 1, "MatMul": rank - 1, "Gemm": 0 if trans_b else 1}.get(c.op_type)
+            if want is not None and axis != want:
+                problems.append(f"{where}: per-channel weight axis {axis}, but {c.op_type} "
+                                f"needs its output-channel axis {want}")
+    return problems
