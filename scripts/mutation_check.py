@@ -266,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return err.exit_code
     args.json.write_text(json.dumps(report, indent=1) + "\n")
-    args.markdown.write_text(markdown(report))
+    # What follows the generated table (the mutmut section) is kept as it is.
+    old = args.markdown.read_text() if args.markdown.is_file() else ""
+    tail = old.split("<!-- /figures -->\n", 1)[1] if "<!-- /figures -->\n" in old else ""
+    args.markdown.write_text(markdown(report) + tail)
     print(f"score {report['score']}: {report['killed']} killed, {report['survived']} survived, "
           f"{report['equivalent']} equivalent, {report['stale']} stale -> {args.json}, {args.markdown}")
     return 1 if report["survived"] or report["stale"] else 0

@@ -18,11 +18,12 @@ for i in $(seq 1 "$RUNS"); do
     runs+=("$i $rc $start $end $load_before $(cut -d' ' -f1 /proc/loadavg) $log")
     rm -rf "$dir"
 done
-printf '%s\n' "${runs[@]}" | python3 - "$OUT" "$(git rev-parse HEAD)" "$(nproc)" <<'EOF'
-import json, re, sys
+# The runs go in through a variable: the script itself is python's stdin (the here-document).
+RUNS_TEXT=$(printf '%s\n' "${runs[@]}") python3 - "$OUT" "$(git rev-parse HEAD)" "$(nproc)" <<'EOF'
+import json, os, re, sys
 out, commit, cores = sys.argv[1], sys.argv[2], int(sys.argv[3])
 runs = []
-for line in sys.stdin.read().split("\n"):
+for line in os.environ["RUNS_TEXT"].split("\n"):
     if not line:
         continue
     i, rc, start, end, load0, load1, log = line.split(" ", 6)

@@ -58,7 +58,9 @@ def child_setup(stack: tuple[int, int]):
 
 
 def new_api_key() -> str:
-    return secrets.token_urlsafe(24)
+    """A fresh restricted-API key: 192 random bits as hex, so it never starts with "-" (which
+    `--api-key KEY` on a command line would read as an option, as token_urlsafe's keys can)."""
+    return secrets.token_hex(24)
 
 
 def restricted_api_args(key: str) -> list[str]:

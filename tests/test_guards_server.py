@@ -177,7 +177,11 @@ def test_client_rides_out_a_short_outage(server, name, val_images, protocol, fla
     def outage():
         relay.down()                 # refused from now on, and open connections are cut
         threading.Timer(0.6, relay.up).start()
-        return time.monotonic()
+        start = time.monotonic()
+        # Let the client see its connection closed before the next request: one sent on a cut
+        # connection it has not noticed yet is a lost connection, deliberately not retried.
+        time.sleep(0.1)
+        return start
 
     async def run_async():
         client = AsyncTritonClient(url, protocol, timeout_s=20)      # default retries

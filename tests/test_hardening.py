@@ -190,3 +190,11 @@ def test_stop_removes_regions_after_a_crash(repo_root):
         while srv.is_running() and time.monotonic() < deadline:
             time.sleep(0.1)
     assert not any(r.exists() for r in regions)
+
+
+def test_api_keys_are_long_random_and_never_look_like_an_option():
+    """A key starting with "-" is read by argparse as an option (`--api-key -x...` fails with
+    "expected one argument"); urlsafe base64 starts with "-" once in 64 keys."""
+    keys = [hardening.new_api_key() for _ in range(2000)]
+    assert len(set(keys)) == len(keys) and min(map(len, keys)) >= 32
+    assert [k for k in keys if k.startswith("-")] == []
