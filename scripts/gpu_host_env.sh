@@ -5,8 +5,9 @@
 #
 # STAGE_DIR holds the wheels, or a tar of them split into parts named p* (split -b 60M), e.g.
 # the cp312 wheels of: nvidia-dali-cuda130 and its nvImageCodec/nvJPEG/nvJPEG2k/nvTIFF/nvCOMP
-# wheels and optree, numpy 1.26.4, nvidia-pytriton, tritonclient + grpcio + protobuf +
-# python-rapidjson, tritonclient's HTTP side (geventhttpclient, gevent, greenlet, zope.event,
+# wheels, optree and what DALI's conditionals import (gast, astunparse, dill, six; without gast
+# the GPU tests skip with "No module named 'gast'"), numpy 1.26.4, nvidia-pytriton, tritonclient
+# + grpcio + protobuf + python-rapidjson, tritonclient's HTTP side (geventhttpclient, gevent, greenlet, zope.event,
 # zope.interface, brotli, certifi, urllib3), pydantic (+ pydantic_core, annotated-types,
 # typing-inspection, typing_extensions), ml_dtypes, nvtx, scikit-learn + scipy (versions:
 # requirements.lock); the host's own torch, torchvision, Pillow, onnx, psutil, rich are used.
