@@ -143,7 +143,7 @@ def _settings(args) -> _Sweep:
 def _choose_model(args, sweep: _Sweep, index, loaded):
     """Set the model, its precisions and the images on `sweep`; the manifest's entry for the model
     (None without one). UsageError when the model or the image set is not clear."""
-    from clients.hints import resolve_ensemble
+    from clients.user_errors import resolve_ensemble
     from clients.repository import served_base_models, served_precisions
     from contract.images import load_image_folder
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmarks.results_file import write_result
 from builders.families import reference_preprocess_all, resolve_input
-from builders.photos import write_photo_set
+from builders.parity_photos import write_photo_set
 from contract.images import load_image_folder, pack_batch
 from contract.preprocess import (CpuPreprocessor, parity, read_definition_params, tolerance_for,
                                  with_definition_params, write_definition)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: mean <= {results[name]['mean_levels']['max_over_images']:.3f}, "
                   f"p99 <= {results[name]['p99_levels']['max_over_images']:.2f}, "
                   f"max {results[name]['max_levels']:.1f} levels")
-    report = {"command": COMMAND, "images": len(encoded), "image_set": "builders.photos.write_photo_set(seed=0)",
+    report = {"command": COMMAND, "images": len(encoded), "image_set": "builders.parity_photos.write_photo_set(seed=0)",
               "machine": f"{platform.machine()} CPU, {platform.system()} (DALI CPU operators)",
               "versions": {"dali": nvidia.dali.__version__, "timm": timm.__version__,
                            "transformers": transformers.__version__},

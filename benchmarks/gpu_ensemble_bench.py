@@ -12,7 +12,7 @@ serves it with serving.local_server.LocalTritonServer (DALI and PyTorch stand-in
 device) and measures on the same 640x480 JPEGs (builders/synthetic_jpegs.py):
 
 * served: images/s, p50/p99 per batch x concurrency, from a multi-process gRPC load generator with
-  inputs in system shared memory (benchmarks/loadgen.py) that reports its own CPU use; Triton's
+  inputs in system shared memory (benchmarks/multiprocess_load.py) that reports its own CPU use; Triton's
   per-step statistics (queue, compute per request) and each step's busy fraction (time executing /
   window x instances); GPU utilization sampled with pynvml or nvidia-smi;
 * in-process: the same dali.py and model.pt on the same device, as many pipeline+network
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from builders.synthetic_jpegs import make_jpegs
-from benchmarks.loadgen import client_cores, run_load
+from benchmarks.multiprocess_load import client_cores, run_load
 from benchmarks.server_evidence import GpuSampler, perf_analyzer, server_statistics, step_breakdown
 from builders import triton_config
 from builders.torchscript import RELATIVE_TOLERANCE, script_model

@@ -5,7 +5,7 @@
 
 For each size pair (resize 256 / crop 224, and the demo's 36 / 32) the pipeline definition the
 builder writes (`dali.py`, autoserialized as dali_backend does) runs on the 40 photos of
-builders/photos.py (portrait, landscape, square, 35x47 to 1280x854, gray, 4:2:0/4:2:2/4:4:4), with
+builders/parity_photos.py (portrait, landscape, square, 35x47 to 1280x854, gray, 4:2:0/4:2:2/4:4:4), with
 `--device gpu` on GPU 0 (nvJPEG); every image is compared with torchvision `Resize`, `CenterCrop`,
 `ToTensor`, `Normalize` on the PIL image. Printed and written: per-image mean, p99 and max |Δ| in
 pixel levels, the worst images, and whether each is inside the builder's tolerance for the device
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builders.photos import write_photo_set
+from builders.parity_photos import write_photo_set
 from contract import layout
 from contract.images import pack_batch
 from contract.preprocess import load_pipeline, parity, reference_preprocess, reference_transform

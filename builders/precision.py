@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from builders.chatter import fp16_truncation_summarized, ort_quantization_quiet
+from builders.quiet_warnings import fp16_truncation_summarized, ort_quantization_quiet
 from contract.layout import ENGINE_INPUT
 from contract.spec import Calibration
 

@@ -13,7 +13,7 @@ from clients.connection import tritonclient_module
 from clients.errors import (ApiRestricted, BatchTooLarge, ConnectionLost, ModelNotReady, RequestTimeout,
                             ServerNotReady, ServerUnavailable, TritonClientError, UnknownModel, is_connection_error,
                             is_connection_lost, is_restricted, is_timeout, message)
-from clients.hints import wrong_protocol
+from clients.user_errors import wrong_protocol
 from clients.results import ModelInfo
 from clients.shm import ShmRegions
 from contract.auth import API_KEY_ENV, request_header

@@ -151,7 +151,7 @@ def _classify(args, files: list[Path]) -> tuple[str, str, list[dict], float]:
     address, every file's result and the seconds they took. CannotRun/UsageError (exit code 2)
     when nothing could be classified."""
     from clients.connection import client_options, normalize_url
-    from clients.hints import resolve_ensemble
+    from clients.user_errors import resolve_ensemble
     from clients.repository import served_base_models
     from clients.triton import TritonClient, TritonClientError
 

@@ -2,7 +2,7 @@
 (address, TLS, the restricted-API key) and nothing added per request.
 
 For load generators, whose own CPU time is part of what they measure (the Locust users, the
-multi-process gRPC load generator of benchmarks.loadgen) and for one-off calls in benchmarks. It
+multi-process gRPC load generator of benchmarks.multiprocess_load) and for one-off calls in benchmarks. It
 does no retries, no error rewording and no packing of images: the caller builds its inputs once
 (`input`, `shm_input`) and sends them as often as it likes. clients.triton.TritonClient is the
 full client (readiness, retries, errors that say what to do, top-k).

@@ -34,7 +34,7 @@ from contract.spec import Input
 DEFINITION_SOURCE = Path(__file__).with_name("dali_pipeline.py")
 
 # Per-image tolerances, in pixel levels (1/255 of the range, per channel: |Δ| * 255 * std_c).
-# DALI CPU vs torchvision measured on the photo set (builders/photos.py, 40 photos from 35x47 to
+# DALI CPU vs torchvision measured on the photo set (builders/parity_photos.py, 40 photos from 35x47 to
 # 1280x854, gray, 4:2:0/4:2:2/4:4:4) at resize 256 / crop 224 and 36 / 32, and on the demo's
 # digits: mean <= 0.24, p99 = max = 1 level on every image (libjpeg-turbo decodes identically;
 # what remains is rounding inside the bilinear filter). A geometric slip (one pixel of crop

@@ -1,4 +1,4 @@
-"""Make the inputs of examples/families.toml: the real-photo ImageFolder (builders/photos.py), a
+"""Make the inputs of examples/families.toml: the real-photo ImageFolder (builders/parity_photos.py), a
 timm `test_efficientnet` checkpoint, a checkpoint of the module in examples/my_models.py, and a
 Hugging Face ViT saved with save_pretrained (with its ViTImageProcessor), all for the two classes.
 
@@ -72,7 +72,7 @@ def make(out: Path, seed: int = 0) -> Path:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     from builders.families import LogitsOnly, import_factory
-    from builders.photos import write_photo_set
+    from builders.parity_photos import write_photo_set
     from contract.images import load_image_folder
     from contract.spec import Data, Input, ModelSpec, Source
 

@@ -1,5 +1,5 @@
 """Make the inputs of examples/resnet18_photos.toml: an ImageFolder of real photos with varied sizes
-and encodings (builders/photos.py: crops of scikit-learn's two sample photos, labels "china" and
+and encodings (builders/parity_photos.py: crops of scikit-learn's two sample photos, labels "china" and
 "flower"), and a torchvision ResNet-18 checkpoint for those two classes.
 
 No pretrained weights can be downloaded here, so the backbone keeps torchvision's random
@@ -23,7 +23,7 @@ def make(out: Path, seed: int = 0, resize: int = 256, crop: int = 224) -> tuple[
     import torch
 
     from builders.models import create_model, preprocess_set
-    from builders.photos import write_photo_set
+    from builders.parity_photos import write_photo_set
     from contract.images import load_image_folder
     from contract.spec import Input
 

@@ -87,7 +87,7 @@ def _side_env(version: str) -> Path:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> list[Path]:
-    from builders.photos import write_photo_set
+    from builders.parity_photos import write_photo_set
 
     return sorted(write_photo_set(tmp_path_factory.mktemp("photos")).rglob("*.jpg"))
 

@@ -253,7 +253,7 @@ def test_local_server_serves_autoserialized_gpu_variant(tmp_path, large_jpegs):
 def test_gpu_variant_matches_torchvision_on_photos(tmp_path):
     """The issue's bound for the gpu variant: vs torchvision's transform on the photo set, within
     the nvJPEG tolerance (contract.preprocess.GPU_TOLERANCE), per image."""
-    from builders.photos import write_photo_set
+    from builders.parity_photos import write_photo_set
     from contract.preprocess import parity, reference_preprocess, reference_transform
 
     files = sorted(write_photo_set(tmp_path / "photos").rglob("*.jpg"))

@@ -1,6 +1,6 @@
 """Served equals trained: the DALI pipeline against torchvision's eval transform on real photos.
 
-The photo set (builders/photos.py) has what the demo's 48x48 squares hide: portrait, landscape,
+The photo set (builders/parity_photos.py) has what the demo's 48x48 squares hide: portrait, landscape,
 square, tiny and large images, odd sides (crop anchors at .5), grayscale, 4:2:0/4:2:2/4:4:4 JPEGs.
 Bounds: the issue's (mean <= 1 level and p99 <= 4 levels per image) and the builder's own, tighter,
 measured tolerance (contract.preprocess.CPU_TOLERANCE). A deliberately wrong pipeline must fail
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    from builders.photos import write_photo_set
+    from builders.parity_photos import write_photo_set
 
     return write_photo_set(tmp_path_factory.mktemp("photos") / "photos")
 
