@@ -65,7 +65,7 @@ def _add_window_arguments(p: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     from clients.connection import PROTOCOLS, command_parser
-    from clients.repository import add_backend_argument
+    from clients.served_models import add_backend_argument
 
     p = command_parser("python -m benchmarks.bench",
                        "Sweep batch sizes x precisions x protocols x concurrency against a Triton server; stability-"
@@ -144,7 +144,7 @@ def _choose_model(args, sweep: _Sweep, index, loaded):
     """Set the model, its precisions and the images on `sweep`; the manifest's entry for the model
     (None without one). UsageError when the model or the image set is not clear."""
     from clients.user_errors import resolve_ensemble
-    from clients.repository import served_base_models, served_precisions
+    from clients.served_models import served_base_models, served_precisions
     from contract.images import load_image_folder
 
     bases = served_base_models(index)

@@ -133,7 +133,7 @@ def served_rate(url: str, model: str, requests: list[np.ndarray], concurrency: i
 
 
 def server_stats(url: str, model: str | None = None) -> dict:
-    """Triton's cumulative statistics ({model: counters}, clients.repository.normalize_statistics) of
+    """Triton's cumulative statistics ({model: counters}, clients.served_models.normalize_statistics) of
     `model`, or of every model when None, over gRPC at url."""
     from clients.triton import TritonClient
 

@@ -102,7 +102,7 @@ def perf_analyzer(url: str, model: str, jpeg_row: np.ndarray, batch: int, concur
 
 
 def server_statistics(http_url: str) -> dict:
-    """Triton's per-model statistics now (clients.repository.normalize_statistics form)."""
+    """Triton's per-model statistics now (clients.served_models.normalize_statistics form)."""
     from clients.sender import Sender
 
     with Sender(http_url, "http") as sender:

@@ -49,7 +49,7 @@ def summary(latencies_s: Sequence[float], images: int, seconds: float) -> dict:
             **throughput(len(latencies_s), images, seconds), "latency_ms": latency_ms(latencies_s)}
 
 
-# --- Triton's statistics (clients.repository.normalize_statistics rows) ---------------------------
+# --- Triton's statistics (clients.served_models.normalize_statistics rows) ---------------------------
 
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from clients._base import ClientBase, as_padded
 from clients.errors import ServerUnavailable, TritonClientError, is_connection_error, is_timeout
-from clients.repository import index_rows, metadata_dict, normalize_statistics
+from clients.served_models import index_rows, metadata_dict, normalize_statistics
 from clients.results import ModelInfo, Prediction, concat_predictions, config_dict, model_info_from_config
 from clients.results import parse_labels, softmax_top_k
 

@@ -77,7 +77,7 @@ def unreachable(url: str, timeout_s: float = 2.0) -> str | None:
 
 def _parser() -> argparse.ArgumentParser:
     from clients.connection import add_connection_arguments
-    from clients.repository import add_backend_argument
+    from clients.served_models import add_backend_argument
 
     p = argparse.ArgumentParser(prog="python -m clients.infer",
                                 description="Send images to a Triton ensemble and print the top-k labels.")
@@ -152,7 +152,7 @@ def _classify(args, files: list[Path]) -> tuple[str, str, list[dict], float]:
     when nothing could be classified."""
     from clients.connection import client_options, normalize_url
     from clients.user_errors import resolve_ensemble
-    from clients.repository import served_base_models
+    from clients.served_models import served_base_models
     from clients.triton import TritonClient, TritonClientError
 
     url = normalize_url(args.url, args.protocol)

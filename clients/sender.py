@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from clients.connection import read_api_key, split_url, tritonclient_module
-from clients.repository import normalize_statistics
+from clients.served_models import normalize_statistics
 from contract.auth import API_KEY_ENV, request_header
 
 
@@ -89,7 +89,7 @@ class Sender:
         self.client.unregister_system_shared_memory(name, headers=self.headers)
 
     def statistics(self) -> dict:
-        """Triton's per-model statistics now, in clients.repository.normalize_statistics' form."""
+        """Triton's per-model statistics now, in clients.served_models.normalize_statistics' form."""
         kw = {"as_json": True} if self.protocol == "grpc" else {}
         return normalize_statistics(self.client.get_inference_statistics(headers=self.headers, **kw))
 

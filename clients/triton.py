@@ -28,7 +28,7 @@ This module is the public API: the two clients, their exceptions and what they r
 built in private modules (clients._base: what both share, clients._sync, clients._aio); the pieces
 that need no server connection are public modules of their own: clients.errors (the exceptions,
 classifying transport errors), clients.results (Prediction/Top/ModelInfo, top-k, parsing config and
-labels), clients.repository (index/statistics normalization, model naming), clients.connection (URL,
+labels), clients.served_models (index/statistics normalization, model naming), clients.connection (URL,
 protocol, CLI flags) and clients.shm (the shared memory regions).
 """
 from __future__ import annotations

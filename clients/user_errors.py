@@ -6,7 +6,7 @@ import difflib
 
 from clients.connection import DEFAULT_PORTS
 from clients.errors import ServerUnavailable, UnknownModel
-from clients.repository import ensemble_name, served_base_models, served_precisions
+from clients.served_models import ensemble_name, served_base_models, served_precisions
 
 # What the transports say when they meet the other protocol: geventhttpclient's and aiohttp's HTTP/1
 # parsers on gRPC's HTTP/2 bytes; gRPC's HTTP/2 parser on an HTTP/1 answer.

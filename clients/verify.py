@@ -102,7 +102,7 @@ def _find_key(obj: Any, key: str):
 
 def _parser() -> argparse.ArgumentParser:
     from clients.connection import command_parser
-    from clients.repository import add_backend_argument
+    from clients.served_models import add_backend_argument
 
     p = command_parser("python -m clients.verify",
                        "Compare each precision ensemble on a Triton server with the PyTorch model run in-process on "
@@ -324,7 +324,7 @@ def _reference_side(args, client, entry: ModelEntry, found: Findings) -> dict:
 
 def _verify_model(args, client, loaded, name: str, index, meta: dict, thresholds, found: Findings) -> None:
     """Every wanted precision of model `name` (--precision, default all served or built) into `found`."""
-    from clients.repository import served_precisions
+    from clients.served_models import served_precisions
 
     entry = loaded.models[name]
     on_server = served_precisions(index, name, args.backend)

@@ -99,7 +99,7 @@ def test_torchscript_flag_and_onnx_source():
 
 
 def test_backend_naming():
-    from clients.repository import ensemble_name, served_precisions
+    from clients.served_models import ensemble_name, served_precisions
 
     assert layout.ensemble_model("m", "fp16", "torch") == "m_fp16_torch"
     assert layout.engine_model("m", "fp16", "pytorch") == "m_fp16_torch_infer"
