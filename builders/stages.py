@@ -205,7 +205,10 @@ class Stage(Generic[O]):
         if not ctx.force and record.is_file():
             out = self._load(record, final)
             if out is not None:
-                record.touch()   # last use, for prune_cache
+                try:
+                    record.touch()   # last use, for prune_cache
+                except OSError:      # a read-only cache is still a cache
+                    pass
                 log.info("%s: cached (%s)", shown, key)
                 ctx.records.append(StageRecord(shown, key, time.perf_counter() - start, True))
                 return out
@@ -252,16 +255,21 @@ class Stage(Generic[O]):
 
 
 def prune_cache(cache_dir: Path, unused_for_s: float) -> list[Path]:
-    """Remove the entries of the stage cache at `cache_dir` not used (made or read) for
+    """Remove the stage entries of the cache at `cache_dir` not used (made or read) for
     `unused_for_s` seconds, and partial ones as old; returns what was removed. An entry's last use
     is its output.json's modification time, which a cache hit renews."""
     removed = []
     cutoff = time.time() - unused_for_s
     for entry in sorted(Path(cache_dir).glob("*/*")):
-        if not entry.is_dir():
-            continue
         mark = entry / "output.json"
-        used = (mark if mark.is_file() else entry).stat().st_mtime
+        # Only stage entries: other folders of the cache (calibration/, the int8 calibration
+        # caches, read without a write) have no mark of their last use and are left alone.
+        if entry.is_dir() and mark.is_file():
+            used = mark.stat().st_mtime
+        elif entry.is_dir() and entry.name.endswith(".partial"):
+            used = entry.stat().st_mtime
+        else:
+            continue
         if used < cutoff:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)

@@ -28,8 +28,9 @@ class Sender:
                  api_key: str | None = None, ca_cert: str | None = None):
         """url: host:port, http(s)://host:port or grpc(s)://host:port (https/grpcs: TLS); protocol:
         "http" or "grpc"; timeout_s: the longest wait for one answer (None: tritonclient's default);
-        api_key: the restricted-API key (default: $TRITON_API_KEY, else the local launcher's key
-        file for this port; inference itself is not restricted); ca_cert: PEM file of the CA to
+        api_key: the restricted-API key, sent with the shared-memory and statistics calls only
+        (default: $TRITON_API_KEY, else the local launcher's key file for this port; inference is
+        not restricted and goes without it); ca_cert: PEM file of the CA to
         trust over TLS."""
         self.protocol = protocol
         self.url, tls = split_url(url, protocol)
@@ -73,10 +74,10 @@ class Sender:
     def infer(self, model: str, inputs: list, outputs: list | None = None):
         """tritonclient's InferResult of one request; tritonclient's exceptions as they come."""
         kw = {"client_timeout": self.timeout_s} if self.protocol == "grpc" and self.timeout_s else {}
-        # A copy each time: tritonclient's HTTP infer writes the request's JSON length into the
-        # dict it is given, and a stale length breaks the next request that has no binary input.
-        headers = dict(self.headers) if self.headers else None
-        return self.client.infer(model, inputs, outputs=outputs, headers=headers, **kw)
+        # No key: inference is not a restricted API, and a load generator sends nothing extra.
+        # (Never a shared headers dict either: tritonclient's HTTP infer writes the request's JSON
+        # length into the dict it is given, and a stale length breaks the next request.)
+        return self.client.infer(model, inputs, outputs=outputs, **kw)
 
     def infer_array(self, model: str, input_name: str, array: np.ndarray, output_name: str) -> np.ndarray:
         """The output `output_name` for one UINT8 array sent as `input_name`."""

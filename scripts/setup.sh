@@ -21,11 +21,11 @@ PYTHON="${PYTHON:-python3}"
 KEY=$(env_key "$PYTHON" requirements.lock requirements-dev.txt)
 if [ "${1:-}" = --env-key ]; then echo "$KEY"; exit 0; fi
 
-install_deps() {    # the shared environment: requirements.lock, then the test tools
-    "$1/bin/pip" install -q --upgrade pip
-    "$1/bin/pip" install -q -r requirements.lock
-    "$1/bin/pip" install -q -r requirements-dev.txt
-    "$1/bin/pip" install -q --no-deps "$TRT_STUBS"
+install_deps() {    # the shared environment: requirements.lock, then the test tools (&&: see shared_env)
+    "$1/bin/pip" install -q --upgrade pip &&
+        "$1/bin/pip" install -q -r requirements.lock &&
+        "$1/bin/pip" install -q -r requirements-dev.txt &&
+        "$1/bin/pip" install -q --no-deps "$TRT_STUBS"
 }
 
 MARK=.venv/triton-image-toolkit-env

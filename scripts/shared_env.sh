@@ -23,7 +23,8 @@ env_key() {
 }
 
 # shared_env KIND KEY INSTALL_FUNCTION : prints the folder of the complete environment KIND-KEY,
-# creating it first (under a lock; `INSTALL_FUNCTION <env>` fills it) when missing. A folder
+# creating it first (under a lock; `INSTALL_FUNCTION <env>` fills it and must fail when any step
+# fails: chain its steps with &&) when missing; fails when that install fails. A folder
 # without the .complete mark (an interrupted install) is removed and made again.
 shared_env() {
     local kind=$1 key=$2 install=$3 env
@@ -34,12 +35,17 @@ shared_env() {
         if [ ! -f "$env/.complete" ]; then
             echo "setup: making the shared $kind environment $env (once per machine)" >&2
             rm -rf "$env"
-            "$PYTHON" -m venv "$env" >&2
-            "$install" "$env" >&2
+            # `|| exit`: set -e does not reach into a command substitution's subshell, and an
+            # environment marked complete after a failed install would be reused by every checkout.
+            if ! { "$PYTHON" -m venv "$env" >&2 && "$install" "$env" >&2; }; then
+                echo "setup: making $env failed; removed it (run setup again)" >&2
+                rm -rf "$env"
+                exit 1
+            fi
             date -u +%FT%TZ > "$env/.complete"
         fi
         touch "$env/.complete"      # last use, for prune_envs
-    ) 9>"$ENV_CACHE/.$kind-$key.lock"
+    ) 9>"$ENV_CACHE/.$kind-$key.lock" || return 1
     echo "$env"
 }
 

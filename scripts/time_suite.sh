@@ -28,7 +28,8 @@ for line in os.environ["RUNS_TEXT"].split("\n"):
         continue
     i, rc, start, end, load0, load1, log = line.split(" ", 6)
     text = open(log).read()
-    summary = re.findall(r"^=+ (.*) in ([\d.]+)s", text, re.M)[-1]
+    found = re.findall(r"^=+ (.*) in ([\d.]+)s", text, re.M)
+    summary = found[-1] if found else ("no pytest summary: see " + log, "nan")   # setup failed
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors)", summary[0])}
     wall = float(end) - float(start)
     runs.append({"run": int(i), "exit_code": int(rc), "wall_s": round(wall, 1),

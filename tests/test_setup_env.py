@@ -61,6 +61,28 @@ def _made_by_setup() -> Path:
     return venv
 
 
+SHARED_ENV_SCRIPT = """
+set -euo pipefail
+. "$1"
+PYTHON=python3
+half_done() { "$1/bin/python" -c 'open("'"$1"'/half", "w")' && false; }
+whole() { touch "$1/whole"; }
+if env=$(shared_env demo k1 half_done); then echo "reused $env"; exit 3; fi
+[ ! -e "$ENV_CACHE/demo-k1" ] || { echo "left behind"; exit 4; }
+env=$(shared_env demo k1 whole)
+[ -f "$env/whole" ] && [ -f "$env/.complete" ] && echo "made $env"
+"""
+
+
+def test_a_failed_install_is_neither_kept_nor_reused(tmp_path):
+    """An install that fails part-way makes shared_env fail and leaves nothing marked complete,
+    so the next setup makes the environment again (set -e does not reach into $(...))."""
+    r = subprocess.run(["bash", "-c", SHARED_ENV_SCRIPT, "script", str(ROOT / "scripts" / "shared_env.sh")],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "TIK_ENV_CACHE": str(tmp_path)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "failed" in r.stderr and r.stdout.startswith("made ")
+
+
 def test_this_venv_imports_this_checkouts_code():
     """Without PYTHONPATH and outside the checkout, the package resolves to this checkout."""
     venv = _made_by_setup()

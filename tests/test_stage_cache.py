@@ -155,7 +155,11 @@ def test_prune_keeps_what_a_build_used_and_removes_what_none_did(chain, tmp_path
     for entry in [*(cache / "a").iterdir(), *(cache / "b").iterdir()]:
         os.utime(entry / "output.json", (day_ago, day_ago))
     assert run()["ran"] == []                               # hits renew a's and b's current entries
+    other = cache / "calibration" / "made-by"               # not a stage entry: no mark of its use
+    other.mkdir(parents=True)
+    os.utime(other, (day_ago, day_ago))
     removed = prune_cache(cache, 3600)
+    assert other.is_dir()
     assert {p.parent.name for p in removed} == {"a", "b"} and {p.name for p in removed if p.parent.name == "a"} == old_a
     assert {p.name for p in (cache / "a").iterdir()} == a_now
     assert run()["ran"] == []
