@@ -28,7 +28,8 @@ for line in os.environ["RUNS_TEXT"].split("\n"):
         continue
     i, rc, start, end, load0, load1, log = line.split(" ", 6)
     text = open(log).read()
-    found = re.findall(r"^=+ (.*) in ([\d.]+)s", text, re.M)
+    # pytest's last line: "=== 451 passed, 15 skipped in 515.31s ===", without the rules under -q
+    found = re.findall(r"^=*\s*(\d+ (?:passed|failed).*?) in ([\d.]+)s", text, re.M)
     summary = found[-1] if found else ("no pytest summary: see " + log, "nan")   # setup failed
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors)", summary[0])}
     wall = float(end) - float(start)
