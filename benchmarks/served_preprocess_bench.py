@@ -26,7 +26,6 @@ the mechanics on such a machine (its numbers mean nothing for the GPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -37,6 +36,7 @@ import numpy as np
 from builders.synthetic_jpegs import make_jpegs
 from benchmarks.preprocess_baselines import repeat
 from benchmarks.preprocess_bench import dali_gpu_support, environment, timed_loops
+from benchmarks.results_file import write_result
 from builders import triton_config
 from benchmarks.load import ClosedLoop, triton_requests
 from benchmarks.stats import per_request_ms, percentile, statistics_delta
@@ -150,10 +150,9 @@ def stats_delta(a: dict, b: dict, model: str) -> dict:
             **{f"{key}_ms_per_request": ms for key, ms in per_request_ms(d).items()}}
 
 
-def _write(out: Path | None, result: dict) -> None:
+def _write(out: Path | None, result: dict, quiet: bool = True) -> None:
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(out, result, quiet=quiet)
 
 
 def _spec(args) -> ModelSpec:
@@ -280,9 +279,7 @@ def main(argv=None) -> int:
     print(f"served / in-process (output on {'GPU' if target == 'gpu' else 'host'}): "
           f"{result['fraction']['served_over_in_process_on_device']:.3f}")
     print(f"served / in-process (with host copy):   {result['fraction']['served_over_in_process_host_copy']:.3f}")
-    if args.out:
-        _write(args.out, result)
-        print(f"wrote {args.out}")
+    _write(args.out, result, quiet=False)
     return 0
 
 if __name__ == "__main__":

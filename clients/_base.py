@@ -3,12 +3,11 @@ requests and reading answers. Private to clients.triton (its public API); see th
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 
-from clients.connection import DEFAULT_PORTS, LOCAL_SERVER_HINT, read_api_key, split_url
+from clients.connection import DEFAULT_PORTS, LOCAL_SERVER_HINT, auth_headers, split_url, tls_kwargs
 from clients.connection import tritonclient_module
 from clients.errors import (ApiRestricted, BatchTooLarge, ConnectionLost, ModelNotReady, RequestTimeout,
                             ServerNotReady, ServerUnavailable, TritonClientError, UnknownModel, is_connection_error,
@@ -16,7 +15,7 @@ from clients.errors import (ApiRestricted, BatchTooLarge, ConnectionLost, ModelN
 from clients.user_errors import wrong_protocol
 from clients.results import ModelInfo
 from clients.shm import ShmRegions
-from contract.auth import API_KEY_ENV, request_header
+from contract.auth import API_KEY_ENV
 from contract.images import pack_batch
 
 
@@ -55,10 +54,7 @@ class ClientBase:
             if f and not open(f, "rb").read(1):
                 raise TritonClientError(f"TLS file {f} is empty")
         self.ca_cert, self.client_cert, self.client_key = ca_cert, client_cert, client_key
-        key = api_key or os.environ.get(API_KEY_ENV) or read_api_key(self.url)
-        # Triton's gRPC endpoint looks for the key under this prefix (its HTTP endpoint does not).
-        header = request_header(protocol)
-        self._headers = {header: key} if key else None
+        self._headers = auth_headers(self.url, protocol, api_key)
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
         self.backoff_s = float(backoff_s)
@@ -186,20 +182,7 @@ class ClientBase:
         """Constructor arguments of the tritonclient client for TLS (none for plain text)."""
         if not self.tls:
             return {}
-        if self.protocol == "grpc":
-            return {"ssl": True, "root_certificates": self.ca_cert, "private_key": self.client_key,
-                    "certificate_chain": self.client_cert}
-        if self._aio:
-            import ssl
-
-            ctx = ssl.create_default_context(cafile=self.ca_cert)
-            if self.client_cert:
-                ctx.load_cert_chain(self.client_cert, self.client_key)
-            return {"ssl": True, "ssl_context": ctx}
-        opts = {"ca_certs": self.ca_cert} if self.ca_cert else {}
-        if self.client_cert:
-            opts.update(certfile=self.client_cert, keyfile=self.client_key)
-        return {"ssl": True, "ssl_options": opts}
+        return tls_kwargs(self.protocol, self._aio, self.ca_cert, self.client_cert, self.client_key)
 
     # gRPC answers with protobuf messages unless asked for JSON; HTTP always gives JSON.
     def _json_kw(self) -> dict:

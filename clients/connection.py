@@ -3,7 +3,9 @@ for that, shared by clients.infer, clients.verify and benchmarks.bench.
 """
 from __future__ import annotations
 
-from contract.auth import API_KEY_ENV, API_KEY_HEADER, key_file
+import os
+
+from contract.auth import API_KEY_ENV, API_KEY_HEADER, key_file, request_header
 
 PROTOCOLS = ("http", "grpc")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
@@ -52,6 +54,34 @@ def read_api_key(url: str) -> str | None:
         return key_file(port).read_text().strip() or None
     except OSError:
         return None
+
+
+def auth_headers(url: str, protocol: str, api_key: str | None = None) -> dict[str, str] | None:
+    """The restricted-API header for a server at `url`: `api_key`, else $TRITON_API_KEY, else the
+    local launcher's key file for that port; None when there is no key."""
+    key = api_key or os.environ.get(API_KEY_ENV) or read_api_key(url)
+    # Triton's gRPC endpoint looks for the key under a prefix (its HTTP endpoint does not).
+    return {request_header(protocol): key} if key else None
+
+
+def tls_kwargs(protocol: str, aio: bool, ca_cert: str | None = None, client_cert: str | None = None,
+               client_key: str | None = None) -> dict:
+    """Constructor arguments of a tritonclient client for TLS: the CA to trust and, for mutual TLS,
+    the client's certificate and key (PEM files)."""
+    if protocol == "grpc":
+        return {"ssl": True, "root_certificates": ca_cert, "private_key": client_key,
+                "certificate_chain": client_cert}
+    if aio:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=ca_cert)
+        if client_cert:
+            ctx.load_cert_chain(client_cert, client_key)
+        return {"ssl": True, "ssl_context": ctx}
+    opts = {"ca_certs": ca_cert} if ca_cert else {}
+    if client_cert:
+        opts.update(certfile=client_cert, keyfile=client_key)
+    return {"ssl": True, "ssl_options": opts}
 
 
 def tritonclient_module(protocol: str, aio: bool):

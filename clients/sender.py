@@ -12,13 +12,10 @@ full client (readiness, retries, errors that say what to do, top-k).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from clients.connection import read_api_key, split_url, tritonclient_module
+from clients.connection import auth_headers, split_url, tls_kwargs, tritonclient_module
 from clients.served_models import normalize_statistics
-from contract.auth import API_KEY_ENV, request_header
 
 
 class Sender:
@@ -42,13 +39,10 @@ class Sender:
             kw["concurrency"] = 1
             if timeout_s:
                 kw.update(connection_timeout=timeout_s, network_timeout=timeout_s)
-            if tls:
-                kw.update(ssl=True, ssl_options={"ca_certs": ca_cert} if ca_cert else {})
-        elif tls:
-            kw.update(ssl=True, root_certificates=ca_cert)
+        if tls:
+            kw.update(tls_kwargs(protocol, False, ca_cert))
         self.client = self.mod.InferenceServerClient(self.url, **kw)
-        key = api_key or os.environ.get(API_KEY_ENV) or read_api_key(self.url)
-        self.headers = {request_header(protocol): key} if key else None
+        self.headers = auth_headers(self.url, protocol, api_key)
 
     def input(self, name: str, array: np.ndarray, datatype: str = "UINT8"):
         """An input holding `array` (sent in the request body; binary over HTTP)."""
