@@ -109,14 +109,16 @@ def _run(pipe, rows) -> None:
 
 
 def dali_case(dali_file: Path, executor: str, before, batch: int, pipelines: int, threads: int,
-              jpegs: list, seconds: float) -> dict:
+              jpegs: list, seconds: float, rows: list | None = None) -> dict:
     """Images/s at `batch` of `pipelines` new pipelines, each first given the batches `before` (a
     tuple of sizes, or "warmup" / "warmup+1": the build's warm-up, then a batch of 1) and one
-    untimed batch of `batch`."""
+    untimed batch of `batch`. The pipelines are fed `rows` (uint8 arrays, one per image), by
+    default the bare files of `jpegs`."""
     import numpy as np
     import torch
 
-    rows = [np.frombuffer(j, dtype=np.uint8) for j in jpegs]
+    if rows is None:
+        rows = [np.frombuffer(j, dtype=np.uint8) for j in jpegs]
     pipes = [load_pipeline(dali_file, 0, threads, batch, executor=executor) for _ in range(pipelines)]
     if before == "warmup":
         before = warmup_batch_sizes(batch)

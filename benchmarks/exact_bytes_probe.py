@@ -1,0 +1,176 @@
+"""Where the cost of exact bytes (contract.dali_pipeline.exact_bytes) goes on a GPU, and what
+a cheaper form gains: the resnet50 gpu definition with its trimming line replaced, timed as DALI
+alone is (benchmarks/gpu_bounds.dali_case: the backend's executor, batch 128 of 640x480 JPEGs,
+fresh pipelines), in alternating rounds so drift hits every case alike.
+
+    python benchmarks/exact_bytes_probe.py --out results/exact_bytes_probe.json     # GPU host
+
+Variants of the trimming line (`encoded = exact_bytes(encoded)`):
+  current        as the file has it
+  identity       no trimming: rows go to the decoder as they came (the bound)
+  copy           fn.copy: one CPU operator that copies every row whole (its buffer is pinned:
+                 the decoder consumes it)
+  slice_whole    a slice with constant relative bounds: the copy, as slice makes it
+  reshape_chain  the current start/length arithmetic, ending in a reshape to the row's own
+                 length (bare rows only: no copy, so the arithmetic's cost alone)
+  two_heads      the prefix read as two 4-byte heads: fewer, shallower operators, same result
+Variants of the geometry (the header-driven resize size and crop anchor, CPU operators):
+  current        as the file has it (per-axis scalars, about 35 operators)
+  fixed          the constants 640x480 inputs give (no header peek: the bound)
+  vector         the same arithmetic on [H, W] vectors (about 12 operators)
+Rows: "bare" (the files themselves) or "packed" (contract.images.pack_batch: length prefix, zeros).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.results_file import write_result
+
+TRIM_LINE = "    encoded = exact_bytes(encoded)\n"
+GEOMETRY_START = "        shape = fn.peek_image_shape(encoded, dtype=types.INT64)   # H, W, C\n"
+GEOMETRY_END = "dtype=types.INT32)\n    else:\n"
+RESIZE_CALL = "images = fn.resize(images, resize_x=out_w, resize_y=out_h,"
+GEOMETRY = {
+    "current": None,
+    # 640x480 -> shorter side 256: 341x256; anchors (256-224)/2 = 16 and round((341-224)/2) = 58
+    "fixed": "        out_size = [256.0, 341.0]\n        start = [16, 58]\n",
+    "vector": """        hw = fn.peek_image_shape(encoded, dtype=types.INT64)[0:2]
+        new = (resize * hw) // fn.reductions.min(hw)
+        out_size = fn.cast(new, dtype=types.FLOAT)
+        d = new - crop
+        k = d // 2
+        start = fn.cast(k + (d & k & 1), dtype=types.INT32)
+""",
+}
+
+_ARITHMETIC = '''
+
+def _length(encoded):
+    head = fn.slice(encoded, start=[0], shape=[PREFIX_BYTES], axes=[0], out_of_bounds_policy="pad")
+    words = fn.cast(fn.reinterpret(head, dtype=types.UINT32, shape=[2]), dtype=types.INT64)
+    tagged = fn.cast(words[0:1] == _MARKER_WORD, dtype=types.INT64)
+    return fn.cast(tagged * words[1:2] + (1 - tagged) * encoded.shape(dtype=types.INT64), dtype=types.INT32)
+
+
+def _two_heads(encoded):
+    def word(at):
+        return fn.reinterpret(fn.slice(encoded, start=[at], shape=[4], axes=[0], out_of_bounds_policy="pad"),
+                              dtype=types.INT32, shape=[1])
+    tagged = word(0) == _MARKER_WORD
+    whole = encoded.shape(dtype=types.INT32)
+    return fn.slice(encoded, tagged * PREFIX_BYTES, whole + tagged * (word(4) - whole), axes=[0])
+'''
+
+VARIANTS = {
+    "current": None,
+    "identity": "",
+    "copy": "    encoded = fn.copy(encoded)\n",
+    "slice_whole": "    encoded = fn.slice(encoded, rel_start=[0.0], rel_shape=[1.0], axes=[0])\n",
+    "reshape_chain": "    encoded = fn.reshape(encoded, shape=_length(encoded))\n",
+    "two_heads": "    encoded = _two_heads(encoded)\n",
+}
+
+
+def _case(name, trim, rows="bare", pipelines=2, no_copy=True, geometry="current", threads=None):
+    return {"name": name, "trim": trim, "rows": rows, "pipelines": pipelines, "input_no_copy": no_copy,
+            "geometry": geometry, "threads": threads}
+
+
+CASES = (
+    _case("identity", "identity"),
+    _case("current", "current"),
+    _case("copy", "copy"),
+    _case("slice_whole", "slice_whole"),
+    _case("reshape_chain", "reshape_chain"),
+    _case("two_heads", "two_heads"),
+    _case("current_packed", "current", rows="packed"),
+    _case("two_heads_packed", "two_heads", rows="packed"),
+    _case("identity_input_copied", "identity", no_copy=False),
+    _case("current_input_copied", "current", no_copy=False),
+    _case("identity_1_pipeline", "identity", pipelines=1),
+    _case("current_1_pipeline", "current", pipelines=1),
+    _case("identity_3_pipelines", "identity", pipelines=3),
+    _case("current_3_pipelines", "current", pipelines=3),
+    _case("identity_fixed_geometry", "identity", geometry="fixed"),
+    _case("current_fixed_geometry", "current", geometry="fixed"),
+    _case("identity_vector_geometry", "identity", geometry="vector"),
+    _case("current_vector_geometry", "current", geometry="vector"),
+    _case("two_heads_vector_geometry", "two_heads", geometry="vector"),
+    _case("two_heads_vector_geometry_packed", "two_heads", rows="packed", geometry="vector"),
+    _case("current_2_threads", "current", threads=2),
+    _case("current_3_threads", "current", threads=3),
+    _case("current_6_threads", "current", threads=6),
+    _case("current_8_threads", "current", threads=8),
+    _case("two_heads_vector_geometry_6_threads", "two_heads", geometry="vector", threads=6),
+)
+
+
+def rewrite(text: str, trim: str, no_copy: bool = True, geometry: str = "current") -> str:
+    """The definition `text` with its trimming line replaced by `trim`'s variant and its geometry
+    by `geometry`'s."""
+    if TRIM_LINE not in text:
+        raise ValueError("the definition has no trimming line to replace")
+    if VARIANTS[trim] is not None:
+        text = text.replace(TRIM_LINE, VARIANTS[trim]) + _ARITHMETIC
+    if GEOMETRY[geometry] is not None:
+        i = text.index(GEOMETRY_START)
+        j = text.index(GEOMETRY_END, i) + len("dtype=types.INT32)\n")
+        text = text[:i] + GEOMETRY[geometry] + text[j:]
+        text = text.replace(RESIZE_CALL, "images = fn.resize(images, size=out_size,")
+    if not no_copy:
+        text = text.replace("no_copy=True", "no_copy=False")
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per case and round")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    os.environ.setdefault("DALI_USE_EXEC2", "1")
+    from benchmarks.gpu_bounds import _definition, dali_case, environment
+    from builders.synthetic_jpegs import make_jpegs
+    from contract.images import pack_batch
+    from contract.spec import Triton
+
+    threads = Triton().dali_gpu_num_threads
+    jpegs = make_jpegs(256, 640, 480)
+    import numpy as np
+    rows = {"bare": [np.frombuffer(j, dtype=np.uint8) for j in jpegs], "packed": list(pack_batch(jpegs))}
+    wanted = [c for c in CASES if not a.cases or c["name"] in a.cases.split(",")]
+    out = {"command": "python benchmarks/exact_bytes_probe.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "environment": environment(), "batch": a.batch, "dali_threads": threads, "cases": {}}
+    with tempfile.TemporaryDirectory(prefix="exact-bytes-probe-") as tmp:
+        tmp = Path(tmp)
+        for r in range(a.rounds):
+            for c in wanted:
+                name, n_threads = c["name"], c["threads"] or threads
+                f = _definition(tmp, a.batch, n_threads, 1.0, {})
+                f.write_text(rewrite(f.read_text(), c["trim"], c["input_no_copy"], c["geometry"]))
+                case = out["cases"].setdefault(name, {**c, "threads": n_threads, "rounds": []})
+                try:
+                    res = dali_case(f, "backend", (), a.batch, c["pipelines"], n_threads, jpegs, a.seconds,
+                                    rows=rows[c["rows"]])
+                except Exception as e:   # a variant DALI refuses is a finding, not the end of the probe
+                    case["error"] = str(e)[:400]
+                    print(f"round {r} {name:24} FAILED {str(e)[:200]}", flush=True)
+                    continue
+                case["rounds"].append(res["images_per_s"])
+                print(f"round {r} {name:24} {res['images_per_s']:9,.0f} img/s", flush=True)
+    for case in out["cases"].values():
+        if case["rounds"]:
+            case["images_per_s"] = statistics.median(case["rounds"])
+    write_result(a.out, out, quiet=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
