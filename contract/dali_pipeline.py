@@ -6,8 +6,8 @@ pipeline for autoserialization (dali_backend's "Autoserialization": the backend 
 with the DALI of the Triton release it runs in and serializes it at model load). Nothing here may
 import the project, and only operators and arguments that exist in every DALI version of the
 supported Triton releases are used (DALI 1.53 to 2.1: peek_image_shape, decoders.image, resize
-with resize_x/resize_y argument inputs, stack, slice with start/shape, crop_mirror_normalize,
-arithmetic on data nodes, DataNode.shape), and nothing that needs DALI 2's dynamic executor;
+with a size argument input, reductions.min, reinterpret, slice with start/shape, crop_mirror_normalize,
+arithmetic (bitwise included) on data nodes, DataNode.shape), and nothing that needs DALI 2's dynamic executor;
 tests/test_dali_releases.py runs it under each release's DALI.
 
 The geometry is torchvision's eval transform, computed per image from its header inside the
@@ -30,7 +30,7 @@ from nvidia.dali import fn, types
 # padding (contract/images.py, pack_batch); a row without the marker is one bare file.
 LENGTH_MARKER = b"LEN:"
 PREFIX_BYTES = 8
-_MARKER_WORD = int.from_bytes(LENGTH_MARKER, "little")   # b"LEN:" read as a little-endian uint32
+_MARKER_WORD = int.from_bytes(LENGTH_MARKER, "little")   # b"LEN:" as a little-endian int32 (positive)
 
 
 def exact_bytes(encoded):
@@ -39,25 +39,25 @@ def exact_bytes(encoded):
     longer neighbour in the same request) never reaches the decoder, and a truncated file fails as
     truncated. A declared length past the row's end fails the run (slice's out-of-bounds error).
 
-    Few operators on purpose: each costs scheduling per sample on the pipeline's CPU threads, and
-    an earlier form (one subscript, compare and multiply per prefix byte) took two pipelines on an
-    H200 from 27.6k to 18.0k images/s (docs/gpu_ensemble.md). The prefix is read as two
-    little-endian uint32 words (marker, length); start and length go to slice as inputs."""
-    head = fn.slice(encoded, start=[0], shape=[PREFIX_BYTES], axes=[0], out_of_bounds_policy="pad")
-    words = fn.cast(fn.reinterpret(head, dtype=types.UINT32, shape=[2]), dtype=types.INT64)
-    tagged = fn.cast(words[0:1] == _MARKER_WORD, dtype=types.INT64)
-    start = tagged * PREFIX_BYTES
-    length = tagged * words[1:2] + (1 - tagged) * encoded.shape(dtype=types.INT64)
-    return fn.slice(encoded, start, length, axes=[0])
+    Few operators on purpose: the decoder waits for all of them, and each costs a scheduling step
+    and a pass over the batch on the pipeline's CPU threads (docs/gpu_ensemble.md measures the
+    forms). The prefix is read as two int32 words, each sliced and reinterpreted on its own (no
+    subscripts, no casts); `whole + tagged * (declared - whole)` is the declared length where the
+    marker is, the row's length elsewhere."""
+    def word(at):
+        return fn.reinterpret(fn.slice(encoded, start=[at], shape=[4], axes=[0], out_of_bounds_policy="pad"),
+                              dtype=types.INT32, shape=[1])
+    tagged = word(0) == _MARKER_WORD
+    whole = encoded.shape(dtype=types.INT32)
+    return fn.slice(encoded, tagged * PREFIX_BYTES, whole + tagged * (word(4) - whole), axes=[0])
 
 
 def _center_anchor(size, crop):
-    # int(round(d / 2)) with round-half-to-even, in integer arithmetic on data nodes:
-    # d even -> d // 2; d odd -> k = d // 2, and k.5 rounds to the even one of k, k + 1.
+    # int(round(d / 2)) with round-half-to-even, in integer arithmetic that runs on plain ints and
+    # on data nodes (scalars or [H, W] vectors) alike: k = d // 2, and an odd d adds 1 to an odd k.
     d = size - crop
     k = d // 2
-    odd = d - 2 * k
-    return k + odd * (k - 2 * (k // 2))
+    return k + (d & k & 1)
 
 
 # PIL's filters by the names the spec uses (input.interpolation); PIL widens its filter support by
@@ -82,19 +82,20 @@ def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", h
         raise ValueError(f"interpolation must be one of {sorted(INTERPOLATION)}, got {interpolation!r}")
     encoded = exact_bytes(encoded)
     if mode == "square":
-        out_w = out_h = float(resize)
+        size = [float(resize)] * 2
         start = [_center_anchor(resize, crop)] * 2
     elif mode == "shorter":
         # The size from the header, on the CPU (argument inputs live there): the shape of a decoded
         # GPU image would need a GPU->CPU transition, which DALI's legacy executor (the default
         # before DALI 2.0) refuses. No adjust_orientation argument: DALI 1.53 does not have it.
-        shape = fn.peek_image_shape(encoded, dtype=types.INT64)   # H, W, C
-        h, w = shape[0], shape[1]
-        portrait = fn.cast(w <= h, dtype=types.INT64)     # torchvision: the short side is w when w <= h
-        new_w = portrait * resize + (1 - portrait) * ((resize * w) // h)
-        new_h = (1 - portrait) * resize + portrait * ((resize * h) // w)
-        out_w, out_h = fn.cast(new_w, dtype=types.FLOAT), fn.cast(new_h, dtype=types.FLOAT)
-        start = fn.cast(fn.stack(_center_anchor(new_h, crop), _center_anchor(new_w, crop)), dtype=types.INT32)
+        # [H, W] as one vector, so each step is one operator for both axes: the resize waits for
+        # these CPU operators (about 35 when computed per axis, 12 now; docs/gpu_ensemble.md).
+        hw = fn.peek_image_shape(encoded, dtype=types.INT64)[0:2]
+        # torchvision: the shorter side -> resize, the other -> int(resize * long / short); for
+        # the shorter side (resize * short) // short is resize exactly.
+        new_hw = (resize * hw) // fn.reductions.min(hw)
+        size = fn.cast(new_hw, dtype=types.FLOAT)
+        start = fn.cast(_center_anchor(new_hw, crop), dtype=types.INT32)   # [top, left]
     else:
         raise ValueError(f"mode must be 'shorter' or 'square', got {mode!r}")
     if device == "gpu":
@@ -106,7 +107,7 @@ def preprocess_graph(encoded, device, resize, crop, mean, std, mode="shorter", h
                                    **hints)
     else:
         images = fn.decoders.image(encoded, device="cpu", output_type=types.RGB)
-    images = fn.resize(images, resize_x=out_w, resize_y=out_h, antialias=antialias,
+    images = fn.resize(images, size=size, antialias=antialias,
                        interp_type=INTERPOLATION[interpolation])
     images = fn.slice(images, start=start, shape=[crop, crop], axes=[0, 1])
     return fn.crop_mirror_normalize(images, mean=[m * 255.0 for m in mean], std=[s * 255.0 for s in std],

@@ -1,0 +1,53 @@
+"""benchmarks/exact_bytes_probe.py times rewritten DALI definitions on a GPU host; here, on the CPU,
+every case's rewrite must give exactly the tensors of the definition as written (so the probe
+compares costs of the same work), and the rewrites must actually change the file."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.exact_bytes_probe import CASES, rewrite
+from builders.synthetic_jpegs import make_jpegs
+from contract.images import pack_batch
+from contract.layout import DALI_INPUT
+from contract.preprocess import load_pipeline, write_definition
+from contract.spec import Input
+
+BATCH = 8
+# six landscape 640x480 (what the probe feeds; the "fixed" geometry holds for these only), two portrait
+JPEGS = make_jpegs(6, 640, 480) + make_jpegs(2, 300, 500)
+ROWS = {"bare": [np.frombuffer(j, np.uint8) for j in JPEGS], "packed": list(pack_batch(JPEGS))}
+
+
+def _run(tmp_path, case=None):
+    path = write_definition(Input(resize=256, crop=224), "cpu", tmp_path / f"{case['name'] if case else 'file'}.py",
+                            BATCH, 2)
+    if case:
+        text = rewrite(path.read_text(), case["trim"], case["input_no_copy"], case["geometry"])
+        path.write_text(text)
+    pipe = load_pipeline(path, None, 2, BATCH)
+    pipe.feed_input(DALI_INPUT, ROWS[case["rows"] if case else "packed"])
+    out, = pipe.run()
+    return [np.array(out[i]) for i in range(BATCH)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("reference"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_every_probe_case_computes_what_the_file_computes(case, reference, tmp_path):
+    got = _run(tmp_path, case)
+    n = 6 if case["geometry"] == "fixed" else BATCH
+    for i in range(n):
+        assert np.array_equal(got[i], reference[i]), f"{case['name']}: image {i} differs"
+
+
+def test_rewrites_change_the_definition(tmp_path):
+    text = write_definition(Input(resize=256, crop=224), "gpu", tmp_path / "d.py", BATCH, 2).read_text()
+    for case in CASES:
+        if (case["trim"], case["geometry"], case["input_no_copy"]) != ("current", "current", True):
+            assert rewrite(text, case["trim"], case["input_no_copy"], case["geometry"]) != text, case["name"]
+    with pytest.raises(ValueError, match="trimming line"):
+        rewrite(text.replace("    encoded = exact_bytes(encoded)\n", ""), "identity")
