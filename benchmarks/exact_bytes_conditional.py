@@ -18,7 +18,7 @@ from builders.synthetic_jpegs import make_jpegs  # noqa: E402
 from contract.images import pack_batch  # noqa: E402
 
 BATCH, PIPELINES, THREADS, SECONDS = 128, 2, 4, 3.0
-OLD_BODY_START = "    head = fn.slice(encoded, start=[0], shape=[PREFIX_BYTES], axes=[0], out_of_bounds_policy=\"pad\")\n"
+BODY_START = "    def word(at):\n"   # exact_bytes' body, after its docstring
 COND = '''    head = fn.slice(encoded, start=[0], shape=[PREFIX_BYTES], axes=[0], out_of_bounds_policy="pad")
     words = fn.reinterpret(head, dtype=types.INT32, shape=[2])
     if words[0] == _MARKER_WORD:
@@ -32,7 +32,7 @@ def variant_text(text: str, variant: str) -> str:
     if variant == "identity":
         return text.replace("    encoded = exact_bytes(encoded)\n", "")
     if variant == "cond":
-        i = text.index(OLD_BODY_START)
+        i = text.index(BODY_START)
         j = text.index("\n\n\ndef _center_anchor")
         text = text[:i] + COND + text[j + 1:]
         return text.replace("prefetch_queue_depth=1)", "prefetch_queue_depth=1, enable_conditionals=True)")

@@ -51,3 +51,19 @@ def test_rewrites_change_the_definition(tmp_path):
             assert rewrite(text, case["trim"], case["input_no_copy"], case["geometry"]) != text, case["name"]
     with pytest.raises(ValueError, match="trimming line"):
         rewrite(text.replace("    encoded = exact_bytes(encoded)\n", ""), "identity")
+
+
+@pytest.mark.parametrize("rows", ["bare", "packed"])
+def test_the_conditional_form_computes_what_the_file_computes(rows, reference, tmp_path):
+    """benchmarks/exact_bytes_conditional.py: exact_bytes as a DALI conditional (bare rows untouched)."""
+    from benchmarks.exact_bytes_conditional import variant_text
+
+    path = write_definition(Input(resize=256, crop=224), "cpu", tmp_path / "cond.py", BATCH, 2)
+    text = variant_text(path.read_text(), "cond")
+    assert "if words[0] == _MARKER_WORD:" in text and "enable_conditionals=True" in text
+    path.write_text(text)
+    pipe = load_pipeline(path, None, 2, BATCH)
+    pipe.feed_input(DALI_INPUT, ROWS[rows])
+    out, = pipe.run()
+    for i in range(BATCH):
+        assert np.array_equal(np.array(out[i]), reference[i]), f"image {i} differs"
