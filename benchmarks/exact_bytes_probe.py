@@ -17,7 +17,8 @@ Variants of the trimming line (`encoded = exact_bytes(encoded)`):
 Variants of the geometry (the header-driven resize size and crop anchor, CPU operators):
   current        as the file has it ([H, W] vectors, 12 operators)
   fixed          the constants 640x480 inputs give (no header peek: the bound)
-  previous       the per-axis form before 2026-12-04 (about 35 operators)
+  previous       the per-axis form before 2026-12-04 (about 35 operators; here with one stack more,
+                 to hand the resize one size argument)
 The raw runs of docs/gpu_ensemble/h200_probe/probe_1.json and probe_2.json ran against the file
 before 2026-12-04, where "current" was today's "previous"; their "two_heads" and "vector" are
 today's "current".
@@ -134,7 +135,12 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
+    unknown = set(a.cases.split(",")) - {c["name"] for c in CASES} if a.cases else set()
+    if unknown:
+        p.error(f"unknown case(s) {', '.join(sorted(unknown))}; the cases are {', '.join(c['name'] for c in CASES)}")
     os.environ.setdefault("DALI_USE_EXEC2", "1")
+    import numpy as np
+
     from benchmarks.gpu_bounds import _definition, dali_case, environment
     from builders.synthetic_jpegs import make_jpegs
     from contract.images import pack_batch
@@ -142,7 +148,6 @@ def main(argv=None) -> int:
 
     threads = Triton().dali_gpu_num_threads
     jpegs = make_jpegs(256, 640, 480)
-    import numpy as np
     rows = {"bare": [np.frombuffer(j, dtype=np.uint8) for j in jpegs], "packed": list(pack_batch(jpegs))}
     wanted = [c for c in CASES if not a.cases or c["name"] in a.cases.split(",")]
     out = {"command": "python benchmarks/exact_bytes_probe.py " + " ".join(sys.argv[1:] if argv is None else argv),

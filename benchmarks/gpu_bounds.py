@@ -52,7 +52,9 @@ CASES = (
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=128, help="images per pipeline run / network call")
-    p.add_argument("--pipelines", type=int, default=2, help="DALI pipelines in parallel (the gpu target's instances)")
+    p.add_argument("--pipelines", type=int, default=2,
+                   help="DALI pipelines in parallel (2: the DALI-alone bound docs/gpu_ensemble.md quotes; "
+                        "the gpu target runs Triton.gpu_instances, 3 by default)")
     p.add_argument("--images", type=int, default=256, help="distinct 640x480 JPEGs")
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per case")
     p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")

@@ -67,3 +67,12 @@ def test_the_conditional_form_computes_what_the_file_computes(rows, reference, t
     out, = pipe.run()
     for i in range(BATCH):
         assert np.array_equal(np.array(out[i]), reference[i]), f"image {i} differs"
+
+
+def test_an_unknown_case_is_refused_by_name(tmp_path, capsys):
+    from benchmarks.exact_bytes_probe import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--cases", "current,no_such_case", "--out", str(tmp_path / "p.json")])
+    assert exit_.value.code == 2 and "no_such_case" in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()
