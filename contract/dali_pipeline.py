@@ -6,9 +6,9 @@ pipeline for autoserialization (dali_backend's "Autoserialization": the backend 
 with the DALI of the Triton release it runs in and serializes it at model load). Nothing here may
 import the project, and only operators and arguments that exist in every DALI version of the
 supported Triton releases are used (DALI 1.53 to 2.1: peek_image_shape, decoders.image, resize
-with a size argument input, reductions.min, reinterpret, slice with start/shape, crop_mirror_normalize,
-arithmetic (bitwise included) on data nodes, DataNode.shape), and nothing that needs DALI 2's dynamic executor;
-tests/test_dali_releases.py runs it under each release's DALI.
+with a size argument input, reductions.min, reinterpret, slice with start/shape,
+crop_mirror_normalize, arithmetic (bitwise included) on data nodes, DataNode.shape), and nothing
+that needs DALI 2's dynamic executor; tests/test_dali_releases.py runs it under each release's DALI.
 
 The geometry is torchvision's eval transform, computed per image from its header inside the
 pipeline, so that the served tensors match what the model was trained and evaluated with:

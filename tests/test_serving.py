@@ -303,6 +303,7 @@ def _neighbour_probe(images, definition: Path) -> tuple[bytes, bytes]:
     pytest.fail("no cut of the small images fails alone and decodes beside zero padding; the probe needs "
                 "another image set")
 
+
 def test_pipeline_alone_decodes_only_the_declared_bytes(repo, model_name, images):
     """The DALI graph itself, without the server's own checks in front of it (a real dali_backend
     has none): a packed row reaches the decoder as the bytes its prefix declares, no padding."""
