@@ -1,7 +1,9 @@
 """exact_bytes as a DALI conditional (rows without the length prefix pass through uncopied)
 against the form in the file and against no trimming: two pipelines at batch 128, fed bare JPEGs
 ("plain") or packed rows (contract.images.pack_batch, "packed"), two rounds each; fresh pipelines
-with the backend's executor (benchmarks.gpu_bounds.dali_case).
+with the backend's executor (benchmarks.gpu_bounds.dali_case). The committed figures
+(docs/gpu_ensemble/h200_exact_bytes/exact_bytes_conditional.json) ran against the 14-operator
+exact_bytes of 2fe457a; the conditional replaces whatever body the file has.
 
     python benchmarks/exact_bytes_conditional.py results/exact_bytes_conditional.json   # GPU host
 """

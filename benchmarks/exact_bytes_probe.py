@@ -22,7 +22,8 @@ Variants of the geometry (the header-driven resize size and crop anchor, CPU ope
 The raw runs of docs/gpu_ensemble/h200_probe/probe_1.json and probe_2.json ran against the file
 before 2026-12-04, where "current" was today's "previous"; their "two_heads" and "vector" are
 today's "current".
-Rows: "bare" (the files themselves) or "packed" (contract.images.pack_batch: length prefix, zeros).
+Rows: "bare" (the files themselves) or "packed" (contract.images.pack_batch over all the images:
+length prefix, zeros up to the longest of them, a little more padding than a request of 128 has).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from pathlib import Path
 
 from benchmarks.results_file import write_result
 
+IMAGES = 256   # distinct 640x480 JPEGs; each timed batch is a window of them
 TRIM_LINE = "    encoded = exact_bytes(encoded)\n"
 GEOMETRY_START = "        hw = fn.peek_image_shape(encoded, dtype=types.INT64)[0:2]\n"
 GEOMETRY_END = "   # [top, left]\n"
@@ -135,9 +137,15 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    unknown = set(a.cases.split(",")) - {c["name"] for c in CASES} if a.cases else set()
+    names = a.cases.split(",") if a.cases is not None else [c["name"] for c in CASES]
+    unknown = set(names) - {c["name"] for c in CASES}
     if unknown:
-        p.error(f"unknown case(s) {', '.join(sorted(unknown))}; the cases are {', '.join(c['name'] for c in CASES)}")
+        p.error(f"unknown case(s) {', '.join(repr(n) for n in sorted(unknown))}; "
+                f"the cases are {', '.join(c['name'] for c in CASES)}")
+    if not 1 <= a.batch <= IMAGES:
+        p.error(f"--batch must be 1 to {IMAGES} (the distinct images a batch is drawn from), got {a.batch}")
+    if a.rounds < 1 or a.seconds <= 0:
+        p.error(f"--rounds must be at least 1 and --seconds above 0, got {a.rounds} and {a.seconds}")
     os.environ.setdefault("DALI_USE_EXEC2", "1")
     import numpy as np
 
@@ -147,9 +155,9 @@ def main(argv=None) -> int:
     from contract.spec import Triton
 
     threads = Triton().dali_gpu_num_threads
-    jpegs = make_jpegs(256, 640, 480)
+    jpegs = make_jpegs(IMAGES, 640, 480)
     rows = {"bare": [np.frombuffer(j, dtype=np.uint8) for j in jpegs], "packed": list(pack_batch(jpegs))}
-    wanted = [c for c in CASES if not a.cases or c["name"] in a.cases.split(",")]
+    wanted = [c for c in CASES if c["name"] in names]
     out = {"command": "python benchmarks/exact_bytes_probe.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "environment": environment(), "batch": a.batch, "dali_threads": threads, "cases": {}}
     with tempfile.TemporaryDirectory(prefix="exact-bytes-probe-") as tmp:
@@ -166,10 +174,10 @@ def main(argv=None) -> int:
                 except Exception as e:   # a variant DALI refuses is a finding, not the end of the probe
                     case["error"] = str(e)[:400]
                     print(f"round {r} {name:24} FAILED {str(e)[:200]}", flush=True)
-                    continue
-                case["rounds"].append(res["images_per_s"])
-                case["images_per_s"] = statistics.median(case["rounds"])
-                print(f"round {r} {name:24} {res['images_per_s']:9,.0f} img/s", flush=True)
+                else:
+                    case["rounds"].append(res["images_per_s"])
+                    case["images_per_s"] = statistics.median(case["rounds"])
+                    print(f"round {r} {name:24} {res['images_per_s']:9,.0f} img/s", flush=True)
                 write_result(a.out, out, quiet=True)   # after every case: a cut-off run keeps what it measured
     return 0
 

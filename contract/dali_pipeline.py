@@ -26,8 +26,9 @@ is served rotated relative to what the model saw in training (docs/preprocessing
 """
 from nvidia.dali import fn, types
 
-# A request's row: b"LEN:" + the image's byte count (uint32, little endian) + the bytes + zero
-# padding (contract/images.py, pack_batch); a row without the marker is one bare file.
+# A request's row: b"LEN:" + the image's byte count (uint32, little endian; below 2**31, so read
+# here as int32) + the bytes + zero padding (contract/images.py, pack_batch); a row without the
+# marker is one bare file.
 LENGTH_MARKER = b"LEN:"
 PREFIX_BYTES = 8
 _MARKER_WORD = int.from_bytes(LENGTH_MARKER, "little")   # b"LEN:" as a little-endian int32 (positive)
@@ -43,7 +44,9 @@ def exact_bytes(encoded):
     and a pass over the batch on the pipeline's CPU threads (docs/gpu_ensemble.md measures the
     forms). The prefix is read as two int32 words, each sliced and reinterpreted on its own (no
     subscripts, no casts); `whole + tagged * (declared - whole)` is the declared length where the
-    marker is, the row's length elsewhere."""
+    marker is, the row's length elsewhere (on a bare row `declared - whole` may wrap around in
+    int32; it is multiplied by 0). A declared length of 2**31 or more reads as negative: slice
+    refuses it like one past the row's end."""
     def word(at):
         return fn.reinterpret(fn.slice(encoded, start=[at], shape=[4], axes=[0], out_of_bounds_policy="pad"),
                               dtype=types.INT32, shape=[1])
@@ -54,7 +57,8 @@ def exact_bytes(encoded):
 
 def _center_anchor(size, crop):
     # int(round(d / 2)) with round-half-to-even, in integer arithmetic that runs on plain ints and
-    # on data nodes (scalars or [H, W] vectors) alike: k = d // 2, and an odd d adds 1 to an odd k.
+    # on data nodes (scalars or [H, W] vectors): k = d // 2, and an odd d adds 1 to an odd k. Data
+    # nodes need d >= 0 (DALI's // truncates toward zero, Python's floors): the spec keeps crop <= resize.
     d = size - crop
     k = d // 2
     return k + (d & k & 1)

@@ -66,7 +66,7 @@ MUTANTS = [
     Mutant("no-antialias", "contract/dali_pipeline.py", "antialias=True", "antialias=False", PARITY),
     Mutant("exact-bytes-keeps-padding", "contract/dali_pipeline.py", "whole + tagged * (word(4) - whole)",
            "whole - tagged * PREFIX_BYTES",
-           ["tests/test_serving.py", "-k", "pipeline_alone_decodes_only"]),
+           ["tests/test_exact_bytes.py"]),
     Mutant("longer-side-to-resize", "contract/dali_pipeline.py", "// fn.reductions.min(hw)",
            "// fn.reductions.max(hw)", PARITY),
     Mutant("parity-tolerance-1000", "contract/preprocess.py", 'CPU_TOLERANCE = {"mean": 0.5, "p99": 1.5, "max": 2.5}',

@@ -304,20 +304,6 @@ def _neighbour_probe(images, definition: Path) -> tuple[bytes, bytes]:
                 "another image set")
 
 
-def test_pipeline_alone_decodes_only_the_declared_bytes(repo, model_name, images):
-    """The DALI graph itself, without the server's own checks in front of it (a real dali_backend
-    has none): a packed row reaches the decoder as the bytes its prefix declares, no padding."""
-    definition = repo / layout.preprocess_model(model_name) / "1" / layout.DALI_DEFINITION
-    truncated, larger = _neighbour_probe(images, definition)
-    with pytest.raises(RuntimeError):
-        CpuPreprocessor(definition)(list(pack_batch([truncated, larger])))
-    pre = CpuPreprocessor(definition)   # a failed run leaves a DALI pipeline unusable
-    small = min((img for img, _ in images), key=len)
-    packed = pre(list(pack_batch([small, larger])))
-    assert np.array_equal(packed[0], pre([np.frombuffer(small, np.uint8)])[0])
-    assert np.array_equal(packed[1], pre([np.frombuffer(larger, np.uint8)])[0])
-
-
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_truncated_image_fails_whatever_its_neighbour(repo, model_name, server, images, protocol):
     truncated, larger = _neighbour_probe(images, repo / layout.preprocess_model(model_name) / "1" / layout.DALI_DEFINITION)
