@@ -19,9 +19,9 @@ for i in $(seq 1 "$RUNS"); do
     rm -rf "$dir"
 done
 # The runs go in through a variable: the script itself is python's stdin (the here-document).
-RUNS_TEXT=$(printf '%s\n' "${runs[@]}") python3 - "$OUT" "$(git rev-parse HEAD)" "$(nproc)" <<'EOF'
+RUNS_TEXT=$(printf '%s\n' "${runs[@]}") python3 - "$OUT" "$(git rev-parse HEAD)" "$(nproc)" "$1 $RUNS" <<'EOF'
 import json, os, re, sys
-out, commit, cores = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out, commit, cores, given = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 runs = []
 for line in os.environ["RUNS_TEXT"].split("\n"):
     if not line:
@@ -36,7 +36,7 @@ for line in os.environ["RUNS_TEXT"].split("\n"):
     runs.append({"run": int(i), "exit_code": int(rc), "wall_s": round(wall, 1),
                  "pytest_s": float(summary[1]), "setup_s": round(wall - float(summary[1]), 1),
                  "load_average_before": float(load0), "load_average_after": float(load1), **counts})
-json.dump({"command": "bash scripts/time_suite.sh " + out.rsplit("/", 1)[-1], "commit": commit,
+json.dump({"command": "bash scripts/time_suite.sh " + given, "commit": commit,
            "each_run": "git clone HEAD into a new folder; time CI=true bash .ci/run -q -p no:cacheprovider",
            "machine": f"{cores}-core x86 VM, no GPU, shared with other work (load averages recorded)",
            "runs": runs}, open(out, "w"), indent=1)
