@@ -11,6 +11,7 @@ from builders.synthetic_jpegs import make_jpegs
 from contract.images import LENGTH_MARKER, PREFIX_BYTES, pack_batch
 from contract.preprocess import CpuPreprocessor, write_definition
 from contract.spec import Input
+from tests.padding_probe import fails, truncated_hidden_by_padding
 
 SMALL = make_jpegs(6, 320, 240)
 LARGER = make_jpegs(1, 640, 480)[0]
@@ -21,35 +22,10 @@ def definition(tmp_path_factory):
     return write_definition(Input(resize=256, crop=224), "cpu", tmp_path_factory.mktemp("dali") / "dali.py", 8, 2)
 
 
-def _zero_padded(encoded):
-    """Bare files zero-padded to the longest: what a request looked like before the prefix."""
-    out = np.zeros((len(encoded), max(map(len, encoded))), np.uint8)
-    for i, e in enumerate(encoded):
-        out[i, :len(e)] = np.frombuffer(e, np.uint8)
-    return list(out)
-
-
-def _fails(definition, rows) -> bool:
-    try:
-        CpuPreprocessor(definition)(rows)   # a new pipeline each time: a failed run leaves one unusable
-    except RuntimeError:
-        return True
-    return False
-
-
-def _truncated_that_padding_hides(definition) -> bytes:
-    """A cut of a small JPEG that fails alone but decodes beside a longer neighbour's padding."""
-    for image in SMALL:
-        for keep in (0.95, 0.9, 0.85, 0.8):
-            cut = image[: int(len(image) * keep)]
-            if not _fails(definition, _zero_padded([cut, LARGER])) and _fails(definition, [np.frombuffer(cut, np.uint8)]):
-                return cut
-    pytest.fail("no cut fails alone and decodes beside zero padding; the probe needs other images")
-
-
 def test_a_truncated_image_fails_beside_a_longer_neighbour(definition):
-    cut = _truncated_that_padding_hides(definition)
-    assert _fails(definition, list(pack_batch([cut, LARGER])))
+    cut = truncated_hidden_by_padding(definition, SMALL, LARGER)
+    assert cut is not None, "no cut fails alone and decodes beside zero padding; the probe needs other images"
+    assert fails(definition, list(pack_batch([cut, LARGER])))
 
 
 def test_each_packed_image_gets_what_it_gets_alone(definition):
@@ -65,14 +41,14 @@ def test_a_bare_row_is_decoded_whole(definition):
 
 
 @pytest.mark.parametrize("declared", [1, 2**31, 2**32 - 1], ids=["one_past_the_row", "2**31", "2**32-1"])
-def test_a_declared_length_that_cannot_be_right_fails(definition, declared):
+def test_a_declared_length_that_cannot_be_rightfails(definition, declared):
     rows = pack_batch([SMALL[2], LARGER])
     length = rows.shape[1] - PREFIX_BYTES + 1 if declared == 1 else declared
     rows[0, 4:8] = np.frombuffer(length.to_bytes(4, "little"), np.uint8)
-    assert _fails(definition, list(rows))
+    assert fails(definition, list(rows))
 
 
 @pytest.mark.parametrize("size", [4, 5, 7])
-def test_a_row_shorter_than_its_prefix_fails(definition, size):
+def test_a_row_shorter_than_its_prefixfails(definition, size):
     row = np.frombuffer((LENGTH_MARKER + b"\x03\x00\x00\x00")[:size], np.uint8)
-    assert _fails(definition, [row])
+    assert fails(definition, [row])

@@ -27,6 +27,7 @@ from contract import layout
 from contract.images import pack_batch
 from contract.preprocess import CpuPreprocessor
 from serving.local_server import LocalTritonServer, free_port
+from tests.padding_probe import truncated_hidden_by_padding, zero_padded
 
 pytestmark = pytest.mark.server
 
@@ -274,34 +275,16 @@ def test_corrupt_image_fails_only_its_own_concurrent_request(server, local, mode
 
 # --- exact bytes per image ---------------------------------------------------------------------
 
-def _zero_padded(encoded: list[bytes]) -> np.ndarray:
-    """The old request format: bare files zero-padded to the longest (no length prefix)."""
-    out = np.zeros((len(encoded), max(map(len, encoded))), np.uint8)
-    for i, e in enumerate(encoded):
-        out[i, : len(e)] = np.frombuffer(e, np.uint8)
-    return out
-
-
 def _neighbour_probe(images, definition: Path) -> tuple[bytes, bytes]:
     """(a truncated JPEG, a longer valid one) such that the truncated one fails alone but decodes
     beside its neighbour in the old padded format: the issue's batch-neighbour probe, found by
     cutting small images."""
     by_size = sorted((img for img, _ in images), key=len)
-    larger = by_size[-1]
-    for image in by_size[:10]:
-        for keep in (0.95, 0.9, 0.85, 0.8, 0.75, 0.7):
-            cut = image[: int(len(image) * keep)]
-            try:
-                CpuPreprocessor(definition)(list(_zero_padded([cut, larger])))
-            except RuntimeError:
-                continue
-            try:
-                CpuPreprocessor(definition)([np.frombuffer(cut, np.uint8)])
-            except RuntimeError:
-                return cut, larger      # fails alone, decodes beside padding
-
-    pytest.fail("no cut of the small images fails alone and decodes beside zero padding; the probe needs "
-                "another image set")
+    cut = truncated_hidden_by_padding(definition, by_size[:10], by_size[-1])
+    if cut is None:
+        pytest.fail("no cut of the small images fails alone and decodes beside zero padding; the probe needs "
+                    "another image set")
+    return cut, by_size[-1]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -322,7 +305,7 @@ def test_one_bare_file_is_a_request(server, local, model_name, images, protocol)
 
 
 AMBIGUOUS = {
-    "bare_rows": (lambda a, b: _zero_padded([a, b]), "image 0 of 2 in input"),
+    "bare_rows": (lambda a, b: zero_padded([a, b]), "image 0 of 2 in input"),
     "length_past_row": (lambda a, b: _overlong(pack_batch([a, b])), "declares"),
 }
 
