@@ -14,6 +14,12 @@ Variants of the trimming line (`encoded = exact_bytes(encoded)`):
   slice_whole    a slice with constant relative bounds: the copy, as slice makes it
   reshape_chain  the previous form's start/length arithmetic, ending in a reshape to the row's
                  own length (bare rows only: no copy, so the arithmetic's cost alone)
+  flat           the current form with the length as `tagged * declared + bare * whole`: one
+                 operator more (12), one fewer between the rows and the decoder (5 deep, not 6)
+  u64            9 operators, for a prefix with the length FIRST (length, then b"LEN:"): the 8 bytes
+                 as one uint64 minus the marker's high word are the length on a prefixed row and
+                 2**32 or more on any other, so `min(that, row length)` needs no select; the wire
+                 format is not that, so bare rows only
 Variants of the geometry (the header-driven resize size and crop anchor, CPU operators):
   current        as the file has it ([H, W] vectors, 12 operators)
   fixed          the constants 640x480 inputs give (no header peek: the bound)
@@ -22,6 +28,10 @@ Variants of the geometry (the header-driven resize size and crop anchor, CPU ope
 The raw runs of docs/gpu_ensemble/h200_probe/probe_1.json and probe_2.json ran against the file
 before 2026-12-04, where "current" was today's "previous"; their "two_heads" and "vector" are
 today's "current".
+Each timing follows `--warmup-seconds` (default 1) of untimed batches; probe_1 to probe_3 ran
+before that option, after one untimed batch only (`--warmup-seconds 0`). The runs of
+docs/gpu_ensemble/h200_forms_and_switches/ ran with the default, one process per
+DALI_USE_NEW_THREAD_POOL setting (DALI reads it once per process).
 Rows: "bare" (the files themselves) or "packed" (contract.images.pack_batch over all the images:
 length prefix, zeros up to the longest of them, a little more padding than a request of 128 has).
 """
@@ -68,6 +78,27 @@ def _previous_exact_bytes(encoded):
     return fn.slice(encoded, tagged * PREFIX_BYTES, length, axes=[0])
 
 
+def _flat_exact_bytes(encoded):
+    def word(at):
+        return fn.reinterpret(fn.slice(encoded, start=[at], shape=[4], axes=[0], out_of_bounds_policy="pad"),
+                              dtype=types.INT32, shape=[1])
+    head = word(0)
+    tagged, bare = head == _MARKER_WORD, head != _MARKER_WORD
+    return fn.slice(encoded, tagged * PREFIX_BYTES,
+                    tagged * word(4) + bare * encoded.shape(dtype=types.INT32), axes=[0])
+
+
+def _u64_exact_bytes(encoded):
+    import nvidia.dali.math as dmath
+    u64 = types.UINT64
+    head = fn.reinterpret(fn.slice(encoded, start=[0], shape=[8], axes=[0], out_of_bounds_policy="pad"),
+                          dtype=u64, shape=[1])
+    declared = head - types.Constant(_MARKER_WORD << 32, dtype=u64)   # wraps on a bare row
+    tagged = declared < types.Constant(1 << 32, dtype=u64)
+    length = fn.reinterpret(dmath.min(declared, encoded.shape(dtype=u64)), dtype=types.INT64)
+    return fn.slice(encoded, tagged * types.Constant(PREFIX_BYTES, dtype=types.INT64), length, axes=[0])
+
+
 def _previous_anchor(size, crop):
     d = size - crop
     k = d // 2
@@ -82,12 +113,15 @@ VARIANTS = {
     "copy": "    encoded = fn.copy(encoded)\n",
     "slice_whole": "    encoded = fn.slice(encoded, rel_start=[0.0], rel_shape=[1.0], axes=[0])\n",
     "reshape_chain": "    encoded = fn.reshape(encoded, shape=fn.cast(_previous_length(encoded)[1], dtype=types.INT32))\n",
+    "flat": "    encoded = _flat_exact_bytes(encoded)\n",
+    "u64": "    encoded = _u64_exact_bytes(encoded)\n",
 }
 
 
-def _case(name, trim, rows="bare", pipelines=2, no_copy=True, geometry="current", threads=None):
+def _case(name, trim, rows="bare", pipelines=2, no_copy=True, geometry="current", threads=None,
+          hw_decoder_load=1.0):
     return {"name": name, "trim": trim, "rows": rows, "pipelines": pipelines, "input_no_copy": no_copy,
-            "geometry": geometry, "threads": threads}
+            "geometry": geometry, "threads": threads, "hw_decoder_load": hw_decoder_load}
 
 
 CASES = (
@@ -108,6 +142,13 @@ CASES = (
     _case("current_1_pipeline", "current", pipelines=1),
     _case("current_3_pipelines", "current", pipelines=3),
     _case("current_6_threads", "current", threads=6),
+    _case("current_2_threads", "current", threads=2),
+    _case("flat", "flat"),
+    _case("u64", "u64"),
+    # the share of JPEGs for the hardware decoder: the rest go to nvJPEG's CUDA decoder at once
+    _case("current_hw_0.9", "current", hw_decoder_load=0.9),
+    _case("current_hw_0.8", "current", hw_decoder_load=0.8),
+    _case("identity_hw_0.9", "identity", hw_decoder_load=0.9),
 )
 
 
@@ -134,6 +175,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per case and round")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--warmup-seconds", type=float, default=1.0,
+                   help="untimed seconds at the timed batch before each timing (gpu_bounds.dali_case)")
     p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
@@ -144,8 +187,9 @@ def main(argv=None) -> int:
                 f"the cases are {', '.join(c['name'] for c in CASES)}")
     if not 1 <= a.batch <= IMAGES:
         p.error(f"--batch must be 1 to {IMAGES} (the distinct images a batch is drawn from), got {a.batch}")
-    if a.rounds < 1 or a.seconds <= 0:
-        p.error(f"--rounds must be at least 1 and --seconds above 0, got {a.rounds} and {a.seconds}")
+    if a.rounds < 1 or a.seconds <= 0 or a.warmup_seconds < 0:
+        p.error(f"--rounds must be at least 1, --seconds above 0 and --warmup-seconds at least 0, "
+                f"got {a.rounds}, {a.seconds} and {a.warmup_seconds}")
     os.environ.setdefault("DALI_USE_EXEC2", "1")
     import numpy as np
 
@@ -159,18 +203,19 @@ def main(argv=None) -> int:
     rows = {"bare": [np.frombuffer(j, dtype=np.uint8) for j in jpegs], "packed": list(pack_batch(jpegs))}
     wanted = [c for c in CASES if c["name"] in names]
     out = {"command": "python benchmarks/exact_bytes_probe.py " + " ".join(sys.argv[1:] if argv is None else argv),
-           "environment": environment(), "batch": a.batch, "dali_threads": threads, "cases": {}}
+           "environment": environment(), "batch": a.batch, "dali_threads": threads,
+           "warmup_s": a.warmup_seconds, "cases": {}}
     with tempfile.TemporaryDirectory(prefix="exact-bytes-probe-") as tmp:
         tmp = Path(tmp)
         for r in range(a.rounds):
             for c in wanted:
                 name, n_threads = c["name"], c["threads"] or threads
-                f = _definition(tmp, a.batch, n_threads, 1.0, {})
+                f = _definition(tmp, a.batch, n_threads, c["hw_decoder_load"], {})
                 f.write_text(rewrite(f.read_text(), c["trim"], c["input_no_copy"], c["geometry"]))
                 case = out["cases"].setdefault(name, {**c, "threads": n_threads, "rounds": []})
                 try:
                     res = dali_case(f, "backend", (), a.batch, c["pipelines"], n_threads, jpegs, a.seconds,
-                                    rows=rows[c["rows"]])
+                                    rows=rows[c["rows"]], warmup_s=a.warmup_seconds)
                 except Exception as e:   # a variant DALI refuses is a finding, not the end of the probe
                     case["error"] = str(e)[:400]
                     print(f"round {r} {name:24} FAILED {str(e)[:200]}", flush=True)

@@ -11,7 +11,10 @@
 * Network alone: the ResNet-50 fp16 TorchScript `model.pt` (random weights) at the same batch on
   1..4 CUDA streams (one thread each), input already on the GPU; the best stream count counts.
 
-Raw JSON with the GPU, driver, DALI and torch versions and the command goes to --out.
+Each DALI case runs one untimed batch at the timed size before timing, and `--warmup-seconds` more
+(default 0, as docs/gpu_ensemble/summary.json was measured; the network always gets one second).
+Raw JSON with the GPU, driver, DALI and torch versions, every DALI_* variable set, and the command
+goes to --out.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ CASES = (
     ("hint_640x480_fresh", "backend", {"preallocate_hint": (640, 480)}, ()),
     ("hint_640x480_after_batch_1", "backend", {"preallocate_hint": (640, 480)}, (1,)),
 )
+NETWORK_WARMUP_S = 1.0   # untimed seconds per stream count: cuDNN algorithms, the fuser's profiling runs
 
 
 def parse_args(argv=None):
@@ -57,19 +61,27 @@ def parse_args(argv=None):
                         "the gpu target runs Triton.gpu_instances, 3 by default)")
     p.add_argument("--images", type=int, default=256, help="distinct 640x480 JPEGs")
     p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per case")
+    p.add_argument("--warmup-seconds", type=float, default=0.0,
+                   help="untimed seconds of batches at the timed size before each DALI case's timing, after "
+                        "its one untimed batch (0: that batch only, as the committed summary was measured)")
     p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     p.add_argument("--streams", default="1,2,3,4", help="network stream counts to try")
     p.add_argument("--skip-network", action="store_true")
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.seconds <= 0 or a.warmup_seconds < 0:
+        p.error(f"--seconds must be above 0 and --warmup-seconds at least 0, got {a.seconds} and {a.warmup_seconds}")
+    return a
 
 
 def environment() -> dict:
     import nvidia.dali
     import torch
 
+    # DALI reads its executor and thread-pool switches from the environment: record every one set
     env = {"python": platform.python_version(), "torch": torch.__version__, "dali": nvidia.dali.__version__,
-           "DALI_USE_EXEC2": os.environ.get("DALI_USE_EXEC2")}
+           "DALI_USE_EXEC2": os.environ.get("DALI_USE_EXEC2"),
+           **{k: v for k, v in sorted(os.environ.items()) if k.startswith("DALI_")}}
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     try:
@@ -111,11 +123,11 @@ def _run(pipe, rows) -> None:
 
 
 def dali_case(dali_file: Path, executor: str, before, batch: int, pipelines: int, threads: int,
-              jpegs: list, seconds: float, rows: list | None = None) -> dict:
+              jpegs: list, seconds: float, rows: list | None = None, warmup_s: float = 0.0) -> dict:
     """Images/s at `batch` of `pipelines` new pipelines, each first given the batches `before` (a
-    tuple of sizes, or "warmup" / "warmup+1": the build's warm-up, then a batch of 1) and one
-    untimed batch of `batch`. The pipelines are fed `rows` (uint8 arrays, one per image), by
-    default the bare files of `jpegs`."""
+    tuple of sizes, or "warmup" / "warmup+1": the build's warm-up, then a batch of 1), then
+    `warmup_s` seconds of untimed batches of `batch` (all pipelines at once, as timed). The
+    pipelines are fed `rows` (uint8 arrays, one per image), by default the bare files of `jpegs`."""
     import numpy as np
     import torch
 
@@ -141,10 +153,14 @@ def dali_case(dali_file: Path, executor: str, before, batch: int, pipelines: int
             counts[w] += batch
             i += 1
 
+    if warmup_s > 0:   # all pipelines at once, as timed: buffers grown, clocks up
+        _timed(loop, pipelines, warmup_s, finish=torch.cuda.synchronize)
+        counts = [0] * pipelines
     # torch.cuda.synchronize: every stream of this process, so DALI's work is done.
     elapsed = _timed(loop, pipelines, seconds, finish=torch.cuda.synchronize)
-    del pipes
-    return {"images_per_s": sum(counts) / elapsed, "before": list(before), "executor": executor}
+    pipes.clear()   # free the pipelines before the next case builds its own
+    return {"images_per_s": sum(counts) / elapsed, "before": list(before), "executor": executor,
+            "warmup_s": warmup_s}
 
 
 def network_alone(batch: int, streams: list[int], seconds: float, tmp: Path) -> dict:
@@ -171,7 +187,7 @@ def network_alone(batch: int, streams: list[int], seconds: float, tmp: Path) -> 
                 cuda_streams[w].synchronize()
 
         for w in range(n):   # warm-up: cuDNN algorithms, the fuser's profiling runs
-            loop(w, time.perf_counter() + 1.0)
+            loop(w, time.perf_counter() + NETWORK_WARMUP_S)
         counts = [0] * n
         elapsed = _timed(loop, n, seconds)   # each loop waits for its own stream
         result[n] = sum(counts) / elapsed
@@ -203,7 +219,7 @@ def main(argv=None) -> int:
                 continue
             dali_file = _definition(tmp, args.batch, t.dali_gpu_num_threads, t.hw_decoder_load, overrides)
             res = dali_case(dali_file, executor, before, args.batch, args.pipelines, t.dali_gpu_num_threads,
-                            jpegs, args.seconds)
+                            jpegs, args.seconds, warmup_s=args.warmup_seconds)
             res["overrides"] = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
             out["cases"][name] = res
             print(f"DALI alone {name:32} {res['images_per_s']:9,.0f} img/s", flush=True)

@@ -95,3 +95,16 @@ def test_private_mps_names_the_missing_control_binary(monkeypatch):
     with pytest.raises(RuntimeError, match="nvidia-cuda-mps-control"):
         with private_mps():
             pass
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--seconds", "0"], "--seconds must be above 0"),
+    (["--warmup-seconds", "-1"], "--warmup-seconds at least 0"),
+])
+def test_gpu_bounds_refuses_bad_timings_by_name(capsys, args, words):
+    from benchmarks.gpu_bounds import parse_args
+
+    with pytest.raises(SystemExit) as exit_:
+        parse_args([*args, "--out", "unused.json"])
+    assert exit_.value.code == 2 and words in capsys.readouterr().err
+    assert parse_args(["--out", "x.json"]).warmup_seconds == 0.0   # the committed summary's way

@@ -79,6 +79,7 @@ def test_the_conditional_form_computes_what_the_file_computes(rows, reference, t
     (["--cases", ""], "''"),
     (["--batch", "257"], "--batch must be 1 to 256"),
     (["--rounds", "0"], "--rounds must be at least 1"),
+    (["--warmup-seconds", "-0.5"], "--warmup-seconds at least 0"),
 ])
 def test_bad_arguments_are_refused_by_name(tmp_path, capsys, args, words):
     from benchmarks.exact_bytes_probe import main
