@@ -15,7 +15,7 @@ Variants of the trimming line (`encoded = exact_bytes(encoded)`):
   reshape_chain  the previous form's start/length arithmetic, ending in a reshape to the row's
                  own length (bare rows only: no copy, so the arithmetic's cost alone)
   flat           the current form with the length as `tagged * declared + bare * whole`: one
-                 operator more (12), one fewer between the rows and the decoder (5 deep, not 6)
+                 operator more (12), as deep (six from the rows to the decoder, like all three)
   u64            9 operators, for a prefix with the length FIRST (length, then b"LEN:"): the 8 bytes
                  as one uint64 minus the marker's high word are the length on a prefixed row and
                  2**32 or more on any other, so `min(that, row length)` needs no select; the wire
