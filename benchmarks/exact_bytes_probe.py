@@ -145,7 +145,7 @@ CASES = (
     _case("current_2_threads", "current", threads=2),
     _case("flat", "flat"),
     _case("u64", "u64"),
-    # the share of JPEGs for the hardware decoder: the rest go to nvJPEG's CUDA decoder at once
+    # the share of JPEGs for the hardware decoder: the rest go to nvJPEG's CUDA decoder, in parallel
     _case("current_hw_0.9", "current", hw_decoder_load=0.9),
     _case("current_hw_0.8", "current", hw_decoder_load=0.8),
     _case("identity_hw_0.9", "identity", hw_decoder_load=0.9),

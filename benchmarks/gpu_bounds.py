@@ -125,8 +125,9 @@ def _run(pipe, rows) -> None:
 def dali_case(dali_file: Path, executor: str, before, batch: int, pipelines: int, threads: int,
               jpegs: list, seconds: float, rows: list | None = None, warmup_s: float = 0.0) -> dict:
     """Images/s at `batch` of `pipelines` new pipelines, each first given the batches `before` (a
-    tuple of sizes, or "warmup" / "warmup+1": the build's warm-up, then a batch of 1), then
-    `warmup_s` seconds of untimed batches of `batch` (all pipelines at once, as timed). The
+    tuple of sizes, or "warmup" / "warmup+1": the build's warm-up, then a batch of 1), one
+    untimed batch of `batch`, then `warmup_s` seconds of untimed batches of `batch` (all
+    pipelines at once, as timed). The
     pipelines are fed `rows` (uint8 arrays, one per image), by default the bare files of `jpegs`."""
     import numpy as np
     import torch
