@@ -16,6 +16,9 @@ Variants of the trimming line (`encoded = exact_bytes(encoded)`):
                  own length (bare rows only: no copy, so the arithmetic's cost alone)
   flat           the current form with the length as `tagged * declared + bare * whole`: one
                  operator more (12), as deep (six from the rows to the decoder, like all three)
+  plugin         one operator: ExactBytes, a DALI CPU operator in C++ (benchmarks/exact_bytes_plugin/,
+                 built with `python -m benchmarks.exact_bytes_plugin.build OUT.so` against the DALI
+                 that runs the probe; `--plugin OUT.so`); the same rule, one copy
   u64            9 operators, for a prefix with the length FIRST (length, then b"LEN:"): the 8 bytes
                  as one uint64 minus the marker's high word are the length on a prefixed row and
                  2**32 or more on any other, so `min(that, row length)` needs no select; the wire
@@ -115,7 +118,9 @@ VARIANTS = {
     "reshape_chain": "    encoded = fn.reshape(encoded, shape=fn.cast(_previous_length(encoded)[1], dtype=types.INT32))\n",
     "flat": "    encoded = _flat_exact_bytes(encoded)\n",
     "u64": "    encoded = _u64_exact_bytes(encoded)\n",
+    "plugin": "    encoded = fn.exact_bytes(encoded)\n",
 }
+IMPORT_LINE = "from nvidia.dali import fn, types\n"
 
 
 def _case(name, trim, rows="bare", pipelines=2, no_copy=True, geometry="current", threads=None,
@@ -145,6 +150,8 @@ CASES = (
     _case("current_2_threads", "current", threads=2),
     _case("flat", "flat"),
     _case("u64", "u64"),
+    _case("plugin", "plugin"),
+    _case("plugin_packed", "plugin", rows="packed"),
     # the share of JPEGs for the hardware decoder: the rest go to nvJPEG's CUDA decoder, in parallel
     _case("current_hw_0.9", "current", hw_decoder_load=0.9),
     _case("current_hw_0.8", "current", hw_decoder_load=0.8),
@@ -152,11 +159,16 @@ CASES = (
 )
 
 
-def rewrite(text: str, trim: str, no_copy: bool = True, geometry: str = "current") -> str:
+def rewrite(text: str, trim: str, no_copy: bool = True, geometry: str = "current", plugin: Path | None = None) -> str:
     """The definition `text` with its trimming line replaced by `trim`'s variant and its geometry
-    by `geometry`'s."""
+    by `geometry`'s; the "plugin" variant loads the ExactBytes library `plugin` first."""
     if TRIM_LINE not in text:
         raise ValueError("the definition has no trimming line to replace")
+    if trim == "plugin":
+        if plugin is None:
+            raise ValueError("the plugin variant needs the built library (--plugin)")
+        load = f"import nvidia.dali.plugin_manager as _plugins\n_plugins.load_library({str(plugin)!r})\n"
+        text = text.replace(IMPORT_LINE, IMPORT_LINE + load, 1)
     if VARIANTS[trim] is not None:
         text = text.replace(TRIM_LINE, VARIANTS[trim]) + _ARITHMETIC
     if GEOMETRY[geometry] is not None:
@@ -178,13 +190,20 @@ def main(argv=None) -> int:
     p.add_argument("--warmup-seconds", type=float, default=1.0,
                    help="untimed seconds at the timed batch before each timing (gpu_bounds.dali_case)")
     p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    p.add_argument("--plugin", type=Path, default=None,
+                   help="the built ExactBytes library, for the plugin cases (benchmarks/exact_bytes_plugin/build.py)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    names = a.cases.split(",") if a.cases is not None else [c["name"] for c in CASES]
+    names = (a.cases.split(",") if a.cases is not None    # by default every case; the plugin's with --plugin
+             else [c["name"] for c in CASES if a.plugin or c["trim"] != "plugin"])
     unknown = set(names) - {c["name"] for c in CASES}
     if unknown:
         p.error(f"unknown case(s) {', '.join(repr(n) for n in sorted(unknown))}; "
                 f"the cases are {', '.join(c['name'] for c in CASES)}")
+    needs_plugin = sorted(c["name"] for c in CASES if c["name"] in names and c["trim"] == "plugin")
+    if needs_plugin and (a.plugin is None or not a.plugin.is_file()):
+        p.error(f"case(s) {', '.join(needs_plugin)} need --plugin, the built ExactBytes library "
+                f"(python -m benchmarks.exact_bytes_plugin.build OUT.so); got {a.plugin}")
     if not 1 <= a.batch <= IMAGES:
         p.error(f"--batch must be 1 to {IMAGES} (the distinct images a batch is drawn from), got {a.batch}")
     if a.rounds < 1 or a.seconds <= 0 or a.warmup_seconds < 0:
@@ -211,7 +230,8 @@ def main(argv=None) -> int:
             for c in wanted:
                 name, n_threads = c["name"], c["threads"] or threads
                 f = _definition(tmp, a.batch, n_threads, c["hw_decoder_load"], {})
-                f.write_text(rewrite(f.read_text(), c["trim"], c["input_no_copy"], c["geometry"]))
+                f.write_text(rewrite(f.read_text(), c["trim"], c["input_no_copy"], c["geometry"],
+                                     a.plugin.resolve() if a.plugin else None))
                 case = out["cases"].setdefault(name, {**c, "threads": n_threads, "rounds": []})
                 try:
                     res = dali_case(f, "backend", (), a.batch, c["pipelines"], n_threads, jpegs, a.seconds,

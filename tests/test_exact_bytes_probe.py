@@ -19,11 +19,23 @@ JPEGS = make_jpegs(6, 640, 480) + make_jpegs(2, 300, 500)
 ROWS = {"bare": [np.frombuffer(j, np.uint8) for j in JPEGS], "packed": list(pack_batch(JPEGS))}
 
 
-def _run(tmp_path, case=None):
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory):
+    """The ExactBytes library built against this DALI; skipped where there is no g++ or no CUDA
+    runtime headers (benchmarks/exact_bytes_plugin/build.py says which)."""
+    from benchmarks.exact_bytes_plugin.build import build
+
+    try:
+        return build(tmp_path_factory.mktemp("plugin") / "libexact_bytes.so")
+    except FileNotFoundError as err:
+        pytest.skip(f"cannot build the ExactBytes plugin here: {err}")
+
+
+def _run(tmp_path, case=None, plugin=None):
     path = write_definition(Input(resize=256, crop=224), "cpu", tmp_path / f"{case['name'] if case else 'file'}.py",
                             BATCH, 2)
     if case:
-        text = rewrite(path.read_text(), case["trim"], case["input_no_copy"], case["geometry"])
+        text = rewrite(path.read_text(), case["trim"], case["input_no_copy"], case["geometry"], plugin)
         path.write_text(text)
     pipe = load_pipeline(path, None, 2, BATCH)
     pipe.feed_input(DALI_INPUT, ROWS[case["rows"] if case else "packed"])
@@ -41,8 +53,8 @@ DISTINCT = list({(c["trim"], c["rows"], c["input_no_copy"], c["geometry"]): c fo
 
 
 @pytest.mark.parametrize("case", DISTINCT, ids=[c["name"] for c in DISTINCT])
-def test_every_probe_case_computes_what_the_file_computes(case, reference, tmp_path):
-    got = _run(tmp_path, case)
+def test_every_probe_case_computes_what_the_file_computes(case, reference, tmp_path, request):
+    got = _run(tmp_path, case, request.getfixturevalue("plugin") if case["trim"] == "plugin" else None)
     n = 6 if case["geometry"] == "fixed" else BATCH
     for i in range(n):
         assert np.array_equal(got[i], reference[i]), f"{case['name']}: image {i} differs"
@@ -52,9 +64,46 @@ def test_rewrites_change_the_definition(tmp_path):
     text = write_definition(Input(resize=256, crop=224), "gpu", tmp_path / "d.py", BATCH, 2).read_text()
     for case in CASES:
         if (case["trim"], case["geometry"], case["input_no_copy"]) != ("current", "current", True):
-            assert rewrite(text, case["trim"], case["input_no_copy"], case["geometry"]) != text, case["name"]
+            assert rewrite(text, case["trim"], case["input_no_copy"], case["geometry"],
+                           tmp_path / "lib.so") != text, case["name"]
     with pytest.raises(ValueError, match="trimming line"):
         rewrite(text.replace("    encoded = exact_bytes(encoded)\n", ""), "identity")
+    with pytest.raises(ValueError, match="--plugin"):
+        rewrite(text, "plugin")
+
+
+def _plugin_rows(plugin, rows):
+    """ExactBytes alone over `rows` (bytes), in a new pipeline run as dali_backend runs one."""
+    import nvidia.dali.plugin_manager as plugins
+    from nvidia.dali import fn, pipeline_def, types
+    from contract.preprocess import backend_executor
+
+    plugins.load_library(str(plugin))
+
+    @pipeline_def(batch_size=len(rows), num_threads=2, device_id=None, **backend_executor())
+    def trim():
+        return fn.exact_bytes(fn.external_source(name="rows", dtype=types.UINT8))
+
+    pipe = trim()
+    pipe.build()
+    pipe.feed_input("rows", [np.frombuffer(r, np.uint8) for r in rows])
+    out, = pipe.run()
+    return [bytes(np.array(out[i])) for i in range(len(rows))]
+
+
+def test_the_plugin_trims_as_the_file_does(plugin):
+    assert _plugin_rows(plugin, [b"\xff\xd8\xff\xe0jpeg", b"LEN:\x03\x00\x00\x00abc\0\0\0", b"LEN:",
+                                 b"LEN:\x01\x00\x00\x00z"]) == [b"\xff\xd8\xff\xe0jpeg", b"abc", b"LEN:", b"z"]
+
+
+@pytest.mark.parametrize("prefix, words", [
+    (b"LEN:\x06\x00\x00\x00", "row 1 declares 6 bytes but has 5"),     # past the row's end
+    (b"LEN:\x00\x00\x00\x00", "row 1 declares 0 bytes"),
+    (b"LEN:\xff\xff\xff\xff", "row 1 declares 4294967295 bytes"),
+])
+def test_the_plugin_refuses_a_declared_length_the_row_does_not_hold(plugin, prefix, words):
+    with pytest.raises(RuntimeError, match=words):
+        _plugin_rows(plugin, [b"LEN:\x01\x00\x00\x00a", prefix + b"hello"])
 
 
 @pytest.mark.parametrize("rows", ["bare", "packed"])
@@ -80,6 +129,7 @@ def test_the_conditional_form_computes_what_the_file_computes(rows, reference, t
     (["--batch", "257"], "--batch must be 1 to 256"),
     (["--rounds", "0"], "--rounds must be at least 1"),
     (["--warmup-seconds", "-0.5"], "--warmup-seconds at least 0"),
+    (["--cases", "current,plugin"], "plugin need --plugin"),
 ])
 def test_bad_arguments_are_refused_by_name(tmp_path, capsys, args, words):
     from benchmarks.exact_bytes_probe import main
