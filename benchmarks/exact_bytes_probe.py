@@ -19,6 +19,7 @@ Variants of the trimming line (`encoded = exact_bytes(encoded)`):
   plugin         one operator: ExactBytes, a DALI CPU operator in C++ (benchmarks/exact_bytes_plugin/,
                  built with `python -m benchmarks.exact_bytes_plugin.build OUT.so` against the DALI
                  that runs the probe; `--plugin OUT.so`); the same rule, one copy
+  plugin_view    ExactBytesView from the same library: the rows as views into the input, no copy
   u64            9 operators, for a prefix with the length FIRST (length, then b"LEN:"): the 8 bytes
                  as one uint64 minus the marker's high word are the length on a prefixed row and
                  2**32 or more on any other, so `min(that, row length)` needs no select; the wire
@@ -119,7 +120,9 @@ VARIANTS = {
     "flat": "    encoded = _flat_exact_bytes(encoded)\n",
     "u64": "    encoded = _u64_exact_bytes(encoded)\n",
     "plugin": "    encoded = fn.exact_bytes(encoded)\n",
+    "plugin_view": "    encoded = fn.exact_bytes_view(encoded)\n",
 }
+PLUGIN_TRIMS = ("plugin", "plugin_view")   # the variants that need the built library
 IMPORT_LINE = "from nvidia.dali import fn, types\n"
 
 
@@ -152,6 +155,8 @@ CASES = (
     _case("u64", "u64"),
     _case("plugin", "plugin"),
     _case("plugin_packed", "plugin", rows="packed"),
+    _case("plugin_view", "plugin_view"),
+    _case("plugin_view_packed", "plugin_view", rows="packed"),
     # the share of JPEGs for the hardware decoder: the rest go to nvJPEG's CUDA decoder, in parallel
     _case("current_hw_0.9", "current", hw_decoder_load=0.9),
     _case("current_hw_0.8", "current", hw_decoder_load=0.8),
@@ -164,7 +169,7 @@ def rewrite(text: str, trim: str, no_copy: bool = True, geometry: str = "current
     by `geometry`'s; the "plugin" variant loads the ExactBytes library `plugin` first."""
     if TRIM_LINE not in text:
         raise ValueError("the definition has no trimming line to replace")
-    if trim == "plugin":
+    if trim in PLUGIN_TRIMS:
         if plugin is None:
             raise ValueError("the plugin variant needs the built library (--plugin)")
         load = f"import nvidia.dali.plugin_manager as _plugins\n_plugins.load_library({str(plugin)!r})\n"
@@ -195,12 +200,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     names = (a.cases.split(",") if a.cases is not None    # by default every case; the plugin's with --plugin
-             else [c["name"] for c in CASES if a.plugin or c["trim"] != "plugin"])
+             else [c["name"] for c in CASES if a.plugin or c["trim"] not in PLUGIN_TRIMS])
     unknown = set(names) - {c["name"] for c in CASES}
     if unknown:
         p.error(f"unknown case(s) {', '.join(repr(n) for n in sorted(unknown))}; "
                 f"the cases are {', '.join(c['name'] for c in CASES)}")
-    needs_plugin = sorted(c["name"] for c in CASES if c["name"] in names and c["trim"] == "plugin")
+    needs_plugin = sorted(c["name"] for c in CASES if c["name"] in names and c["trim"] in PLUGIN_TRIMS)
     if needs_plugin and (a.plugin is None or not a.plugin.is_file()):
         p.error(f"case(s) {', '.join(needs_plugin)} need --plugin, the built ExactBytes library "
                 f"(python -m benchmarks.exact_bytes_plugin.build OUT.so); got {a.plugin}")

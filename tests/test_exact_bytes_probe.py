@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.exact_bytes_probe import CASES, rewrite
+from benchmarks.exact_bytes_probe import CASES, PLUGIN_TRIMS, rewrite
 from builders.synthetic_jpegs import make_jpegs
 from contract.images import pack_batch
 from contract.layout import DALI_INPUT
@@ -54,7 +54,7 @@ DISTINCT = list({(c["trim"], c["rows"], c["input_no_copy"], c["geometry"]): c fo
 
 @pytest.mark.parametrize("case", DISTINCT, ids=[c["name"] for c in DISTINCT])
 def test_every_probe_case_computes_what_the_file_computes(case, reference, tmp_path, request):
-    got = _run(tmp_path, case, request.getfixturevalue("plugin") if case["trim"] == "plugin" else None)
+    got = _run(tmp_path, case, request.getfixturevalue("plugin") if case["trim"] in PLUGIN_TRIMS else None)
     n = 6 if case["geometry"] == "fixed" else BATCH
     for i in range(n):
         assert np.array_equal(got[i], reference[i]), f"{case['name']}: image {i} differs"
@@ -72,8 +72,9 @@ def test_rewrites_change_the_definition(tmp_path):
         rewrite(text, "plugin")
 
 
-def _plugin_rows(plugin, rows):
-    """ExactBytes alone over `rows` (bytes), in a new pipeline run as dali_backend runs one."""
+def _plugin_rows(plugin, rows, op="exact_bytes"):
+    """The plugin's operator `op` alone over `rows` (bytes), in a new pipeline run as dali_backend
+    runs one."""
     import nvidia.dali.plugin_manager as plugins
     from nvidia.dali import fn, pipeline_def, types
     from contract.preprocess import backend_executor
@@ -82,7 +83,7 @@ def _plugin_rows(plugin, rows):
 
     @pipeline_def(batch_size=len(rows), num_threads=2, device_id=None, **backend_executor())
     def trim():
-        return fn.exact_bytes(fn.external_source(name="rows", dtype=types.UINT8))
+        return getattr(fn, op)(fn.external_source(name="rows", dtype=types.UINT8))
 
     pipe = trim()
     pipe.build()
@@ -91,9 +92,10 @@ def _plugin_rows(plugin, rows):
     return [bytes(np.array(out[i])) for i in range(len(rows))]
 
 
-def test_the_plugin_trims_as_the_file_does(plugin):
+@pytest.mark.parametrize("op", ["exact_bytes", "exact_bytes_view"])
+def test_the_plugin_trims_as_the_file_does(plugin, op):
     assert _plugin_rows(plugin, [b"\xff\xd8\xff\xe0jpeg", b"LEN:\x03\x00\x00\x00abc\0\0\0", b"LEN:",
-                                 b"LEN:\x01\x00\x00\x00z"]) == [b"\xff\xd8\xff\xe0jpeg", b"abc", b"LEN:", b"z"]
+                                 b"LEN:\x01\x00\x00\x00z"], op) == [b"\xff\xd8\xff\xe0jpeg", b"abc", b"LEN:", b"z"]
 
 
 @pytest.mark.parametrize("prefix, words", [
@@ -101,9 +103,10 @@ def test_the_plugin_trims_as_the_file_does(plugin):
     (b"LEN:\x00\x00\x00\x00", "row 1 declares 0 bytes"),
     (b"LEN:\xff\xff\xff\xff", "row 1 declares 4294967295 bytes"),
 ])
-def test_the_plugin_refuses_a_declared_length_the_row_does_not_hold(plugin, prefix, words):
+@pytest.mark.parametrize("op", ["exact_bytes", "exact_bytes_view"])
+def test_the_plugin_refuses_a_declared_length_the_row_does_not_hold(plugin, prefix, words, op):
     with pytest.raises(RuntimeError, match=words):
-        _plugin_rows(plugin, [b"LEN:\x01\x00\x00\x00a", prefix + b"hello"])
+        _plugin_rows(plugin, [b"LEN:\x01\x00\x00\x00a", prefix + b"hello"], op)
 
 
 @pytest.mark.parametrize("rows", ["bare", "packed"])
