@@ -4,8 +4,10 @@ DALI pipeline's CPU threads, without any decoding: header peek only, batch 128 o
     python benchmarks/exact_bytes_cost.py --out results/exact_bytes_cost.json
 
 Compares the same pipeline fed zero-padded rows with no trimming (the request format before
-exact bytes) against packed rows (contract.images.pack_batch) trimmed by exact_bytes. Runs on any
-machine (CPU only); the GPU figures are in docs/gpu_ensemble.md.
+exact bytes) against packed rows (contract.images.pack_batch) trimmed by exact_bytes, and, with
+`--plugin LIB` (benchmarks/exact_bytes_plugin/build.py), trimmed by the experiment's one-operator
+forms: ExactBytes (a copy per row) and ExactBytesView (views, no copy). Runs on any machine (CPU
+only); the GPU figures are in docs/gpu_ensemble.md.
 """
 from __future__ import annotations
 
@@ -24,15 +26,20 @@ from contract.dali_pipeline import exact_bytes
 from contract.images import pack_batch
 
 
-def _pipeline(trim: bool, batch: int, threads: int):
+PLUGIN_OPS = {"plugin": "exact_bytes", "plugin_view": "exact_bytes_view"}   # form -> operator in fn
+
+
+def _pipeline(trim: str | None, batch: int, threads: int):
     from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(batch_size=batch, num_threads=threads, device_id=None, prefetch_queue_depth=1,
                   exec_pipelined=True, exec_async=True)
     def pipe():
         enc = fn.external_source(name="IMAGE", dtype=types.UINT8, ndim=1, no_copy=True)
-        if trim:
+        if trim == "exact_bytes":
             enc = exact_bytes(enc)
+        elif trim:
+            enc = getattr(fn, PLUGIN_OPS[trim])(enc)
         return fn.peek_image_shape(enc, dtype=types.INT64)
 
     p = pipe()
@@ -40,7 +47,7 @@ def _pipeline(trim: bool, batch: int, threads: int):
     return p
 
 
-def ms_per_batch(trim: bool, rows: list, threads: int, repeats: int) -> float:
+def ms_per_batch(trim: str | None, rows: list, threads: int, repeats: int) -> float:
     pipe = _pipeline(trim, len(rows), threads)
     for _ in range(3):
         pipe.feed_input("IMAGE", rows)
@@ -58,18 +65,28 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    p.add_argument("--plugin", type=Path, default=None,
+                   help="the built ExactBytes library: also time its two forms on the packed rows")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
+    if a.plugin is not None:
+        if not a.plugin.is_file():
+            p.error(f"--plugin {a.plugin}: no such file (python -m benchmarks.exact_bytes_plugin.build OUT.so)")
+        import nvidia.dali.plugin_manager as plugins
+
+        plugins.load_library(str(a.plugin.resolve()))
     jpegs = make_jpegs(a.batch, 640, 480)
     longest = max(len(j) for j in jpegs)
     padded = np.zeros((len(jpegs), longest), np.uint8)
     for i, j in enumerate(jpegs):
         padded[i, :len(j)] = np.frombuffer(j, np.uint8)
     packed = pack_batch(jpegs)
-    plain, trimmed = [], []
+    plain, trimmed, plugin = [], [], {form: [] for form in PLUGIN_OPS}
     for _ in range(a.rounds):
-        plain.append(ms_per_batch(False, list(padded), a.threads, a.repeats))
-        trimmed.append(ms_per_batch(True, list(packed), a.threads, a.repeats))
+        plain.append(ms_per_batch(None, list(padded), a.threads, a.repeats))
+        trimmed.append(ms_per_batch("exact_bytes", list(packed), a.threads, a.repeats))
+        for form in plugin if a.plugin else ():
+            plugin[form].append(ms_per_batch(form, list(packed), a.threads, a.repeats))
     import nvidia.dali
 
     out = {"command": "python benchmarks/exact_bytes_cost.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -77,11 +94,14 @@ def main(argv=None) -> int:
                        "dali": nvidia.dali.__version__},
            "batch": a.batch, "threads": a.threads,
            "padded_ms_per_batch": float(np.median(plain)), "exact_bytes_ms_per_batch": float(np.median(trimmed)),
-           "rounds": {"padded": plain, "exact_bytes": trimmed}}
+           "rounds": {"padded": plain, "exact_bytes": trimmed, **(plugin if a.plugin else {})}}
+    for form, times in plugin.items() if a.plugin else ():
+        out[f"{form}_ms_per_batch"] = float(np.median(times))
     out["added_ms_per_batch"] = out["exact_bytes_ms_per_batch"] - out["padded_ms_per_batch"]
     write_result(a.out, out, quiet=True)
     print(f"batch {a.batch}: padded rows {out['padded_ms_per_batch']:.2f} ms, exact bytes "
-          f"{out['exact_bytes_ms_per_batch']:.2f} ms (+{out['added_ms_per_batch']:.2f} ms)")
+          f"{out['exact_bytes_ms_per_batch']:.2f} ms (+{out['added_ms_per_batch']:.2f} ms)"
+          + "".join(f", {form} {out[form + '_ms_per_batch']:.2f} ms" for form in plugin if a.plugin))
     return 0
 
 

@@ -141,3 +141,25 @@ def test_bad_arguments_are_refused_by_name(tmp_path, capsys, args, words):
         main([*args, "--out", str(tmp_path / "p.json")])
     assert exit_.value.code == 2 and words in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_exact_bytes_cost_times_the_plugin_forms(plugin, tmp_path):
+    """benchmarks/exact_bytes_cost.py --plugin: the one-operator forms are timed beside the file's."""
+    import json
+
+    from benchmarks.exact_bytes_cost import main
+
+    out = tmp_path / "cost.json"
+    assert main(["--plugin", str(plugin), "--batch", "8", "--repeats", "1", "--rounds", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["rounds"]) == {"padded", "exact_bytes", "plugin", "plugin_view"}
+    assert all(data[f"{form}_ms_per_batch"] > 0 for form in ("exact_bytes", "plugin", "plugin_view"))
+
+
+def test_exact_bytes_cost_refuses_a_missing_plugin_by_name(tmp_path, capsys):
+    from benchmarks.exact_bytes_cost import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--plugin", str(tmp_path / "nope.so"), "--out", str(tmp_path / "c.json")])
+    assert exit_.value.code == 2 and "nope.so: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
