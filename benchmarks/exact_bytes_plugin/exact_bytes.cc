@@ -84,6 +84,8 @@ class ExactBytesView : public ::dali::Operator<CPUBackend> {
  protected:
   // false: the executor allocates nothing; RunImpl points the output samples into the input's.
   bool SetupImpl(std::vector<::dali::OutputDesc> &, const ::dali::Workspace &) override { return false; }
+  // one view per row: the output batch is not one buffer
+  bool HasContiguousOutputs() const override { return false; }
 
   void RunImpl(::dali::Workspace &ws) override {
     auto &in = const_cast<::dali::TensorList<CPUBackend> &>(ws.Input<CPUBackend>(0));
@@ -91,8 +93,6 @@ class ExactBytesView : public ::dali::Operator<CPUBackend> {
     auto &out = ws.Output<CPUBackend>(0);
     int n = in.num_samples();
     out.Reset();
-    // the executor may have pinned the output to one contiguous buffer; views are one per row
-    out.SetContiguity(::dali::BatchContiguity::Automatic);
     out.set_pinned(in.is_pinned());
     out.set_type(in.type());
     out.set_sample_dim(1);
