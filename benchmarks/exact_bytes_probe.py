@@ -166,7 +166,7 @@ CASES = (
 
 def rewrite(text: str, trim: str, no_copy: bool = True, geometry: str = "current", plugin: Path | None = None) -> str:
     """The definition `text` with its trimming line replaced by `trim`'s variant and its geometry
-    by `geometry`'s; the "plugin" variant loads the ExactBytes library `plugin` first."""
+    by `geometry`'s; the plugin variants load the ExactBytes library `plugin` first."""
     if TRIM_LINE not in text:
         raise ValueError("the definition has no trimming line to replace")
     if trim in PLUGIN_TRIMS:

@@ -1,5 +1,5 @@
 // ExactBytes: the trimming of contract/dali_pipeline.py's exact_bytes() as ONE DALI CPU operator,
-// an experiment for benchmarks/exact_bytes_probe.py (case "plugin"): does trimming in one step
+// an experiment for benchmarks/exact_bytes_probe.py (cases plugin*): does trimming in one step
 // cost what one copy costs? Not used by the product (a plugin would have to be built against the
 // DALI of every Triton release and loaded by dali_backend).
 //
@@ -10,7 +10,9 @@
 // as DALI's own reshape shares them), to tell the copy's cost from the operator's.
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dali/pipeline/operator/operator.h"
@@ -88,6 +90,7 @@ class ExactBytesView : public ::dali::Operator<CPUBackend> {
   bool HasContiguousOutputs() const override { return false; }
 
   void RunImpl(::dali::Workspace &ws) override {
+    // non-const only for unsafe_sample_owner, which hands out the row's owning pointer to share
     auto &in = const_cast<::dali::TensorList<CPUBackend> &>(ws.Input<CPUBackend>(0));
     CheckRows(in);
     auto &out = ws.Output<CPUBackend>(0);
@@ -100,8 +103,8 @@ class ExactBytesView : public ::dali::Operator<CPUBackend> {
     for (int i = 0; i < n; i++) {
       auto [offset, length] = Span(in, i);
       // an aliasing pointer: shares the row's owner, points `offset` bytes into it
-      std::shared_ptr<void> view(unsafe_sample_owner(in, i),
-                                 static_cast<uint8_t *>(in.raw_mutable_tensor(i)) + offset);
+      auto *row = const_cast<uint8_t *>(static_cast<const uint8_t *>(in.raw_tensor(i)));
+      std::shared_ptr<void> view(unsafe_sample_owner(in, i), row + offset);
       out.SetSample(i, view, length, in.is_pinned(), ::dali::TensorShape<>(length), in.type(),
                     in.device_id(), in.order());
     }
