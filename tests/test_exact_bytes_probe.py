@@ -72,16 +72,17 @@ def test_rewrites_change_the_definition(tmp_path):
         rewrite(text, "plugin")
 
 
-def _plugin_rows(plugin, rows, op="exact_bytes"):
+def _plugin_rows(plugin, rows, op="exact_bytes", dynamic=False):
     """The plugin's operator `op` alone over `rows` (bytes), in a new pipeline run as dali_backend
-    runs one."""
+    runs one (`dynamic`: with DALI_USE_EXEC2=1, the dynamic executor)."""
     import nvidia.dali.plugin_manager as plugins
     from nvidia.dali import fn, pipeline_def, types
     from contract.preprocess import backend_executor
 
     plugins.load_library(str(plugin))
 
-    @pipeline_def(batch_size=len(rows), num_threads=2, device_id=None, **backend_executor())
+    @pipeline_def(batch_size=len(rows), num_threads=2, device_id=None,
+                  **{**backend_executor(), "exec_dynamic": dynamic})
     def trim():
         return getattr(fn, op)(fn.external_source(name="rows", dtype=types.UINT8))
 
@@ -92,10 +93,11 @@ def _plugin_rows(plugin, rows, op="exact_bytes"):
     return [bytes(np.array(out[i])) for i in range(len(rows))]
 
 
+@pytest.mark.parametrize("dynamic", [False, True], ids=["pipelined", "dynamic"])
 @pytest.mark.parametrize("op", ["exact_bytes", "exact_bytes_view"])
-def test_the_plugin_trims_as_the_file_does(plugin, op):
+def test_the_plugin_trims_as_the_file_does(plugin, op, dynamic):
     assert _plugin_rows(plugin, [b"\xff\xd8\xff\xe0jpeg", b"LEN:\x03\x00\x00\x00abc\0\0\0", b"LEN:",
-                                 b"LEN:\x01\x00\x00\x00z"], op) == [b"\xff\xd8\xff\xe0jpeg", b"abc", b"LEN:", b"z"]
+                                 b"LEN:\x01\x00\x00\x00z"], op, dynamic) == [b"\xff\xd8\xff\xe0jpeg", b"abc", b"LEN:", b"z"]
 
 
 @pytest.mark.parametrize("prefix, words", [
